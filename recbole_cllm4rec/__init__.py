@@ -1,0 +1,29 @@
+"""CLLM4Rec and AlphaRec as RecBole models. Importing the package patches RecBole 1.2.1 for
+today's numpy/torch/scipy (see ``compat``) and registers the models with RecBole's lookups."""
+
+from recbole_cllm4rec import compat
+
+compat.apply()
+
+from recbole_cllm4rec.evaluator import register_metrics  # noqa: E402
+
+register_metrics()  # TRecall, the paper's truncated recall, beside RecBole's metrics
+
+from recbole_cllm4rec.registry import (  # noqa: E402
+    DatasetNotFoundError, ModelNotFoundError, get_model, get_trainer, register_with_recbole,
+)
+
+register_with_recbole()
+
+from recbole_cllm4rec.quick_start import ConfigFileError, compare, run  # noqa: E402
+from recbole_cllm4rec.llm.backbone import BackboneError  # noqa: E402
+from recbole_cllm4rec.data.text import TextFieldError  # noqa: E402
+from recbole_cllm4rec.data.corpus import CorpusError  # noqa: E402
+
+# Mistakes in a user's input: the CLI prints their message (which says the fix), no traceback.
+USER_ERRORS = (ModelNotFoundError, DatasetNotFoundError, ConfigFileError, BackboneError,
+               TextFieldError, CorpusError)
+
+__version__ = "0.1.0"
+__all__ = ["run", "compare", "get_model", "get_trainer", "ModelNotFoundError",
+           "DatasetNotFoundError", "ConfigFileError", "BackboneError", "USER_ERRORS"]

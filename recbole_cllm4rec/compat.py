@@ -1,0 +1,145 @@
+"""The patches RecBole 1.2.1 needs on today's numpy 2 / torch >= 2.6 / scipy >= 1.13 stack.
+
+Each patch is applied once, by ``apply()`` (called when ``recbole_cllm4rec`` is imported),
+and names the upstream problem it works around. Nothing here changes RecBole's results: the
+same BPR and LightGCN numbers came out on numpy 1.26 and on numpy 2.4 with these patches.
+"""
+
+import csv
+import sys
+import types
+
+import numpy as np
+
+_applied = False
+
+
+def _numpy_aliases():
+    """NumPy 2 removed ``np.float_``/``np.unicode_``/...; RecBole's ``Config.compatibility_settings``
+    reads them (and crashes), then its metrics use ``np.float``-style names it meant to recreate."""
+    from recbole.config import configurator
+
+    aliases = {"bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
+               "object": np.object_, "str": np.str_, "long": np.int_, "unicode": np.str_}
+
+    def compatibility_settings(self):
+        for name, value in aliases.items():
+            if name not in np.__dict__:
+                setattr(np, name, value)
+
+    configurator.Config.compatibility_settings = compatibility_settings
+
+
+def _torch_load_checkpoints():
+    """torch >= 2.6 defaults ``torch.load(weights_only=True)``, but RecBole's checkpoints pickle
+    its ``Config`` (RecBole issues #2155, #2212). Only calls made from inside RecBole, which load
+    checkpoints the user's own runs wrote, get the old default back."""
+    import torch
+
+    if getattr(torch.load, "_recbole_compat", False):
+        return
+    original = torch.load
+
+    def load(f, *args, **kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if "weights_only" not in kwargs and caller.startswith("recbole."):
+            kwargs["weights_only"] = False
+        return original(f, *args, **kwargs)
+
+    load._recbole_compat = True
+    torch.load = load
+
+
+def _scipy_dok_update():
+    """scipy >= 1.13 dropped ``dok_matrix._update``, which LightGCN, NGCF, GCMC, SpectralCF, NCL,
+    KGIN and MCCLK use to fill their adjacency matrix (RecBole issues #2034, #2185)."""
+    from scipy.sparse import dok_matrix
+
+    if hasattr(dok_matrix, "_update"):
+        return
+
+    def _update(self, data):
+        # The same unchecked bulk insert the old method did: keys are (row, col) in range.
+        self._dict.update(data)
+
+    dok_matrix._update = _update
+
+
+def _ray_optional():
+    """``recbole.quick_start`` imports ``ray.tune`` at import time only to call ``tune.report`` at the
+    end of ``objective_function``. Ray (150 MB, and broken on numpy 2 / setuptools >= 82 in the
+    version RecBole pins) is needed only for Ray Tune searches, so without it a stand-in whose
+    ``report`` does nothing keeps ``run_recbole`` and hyperopt-based ``HyperTuning`` working.
+    Install ray yourself to use Ray Tune; the real package is then used."""
+    try:
+        import ray.tune  # noqa: F401
+        return
+    except Exception:  # ImportError, or ray's own import-time failures on today's stack
+        pass
+    ray = types.ModuleType("ray")
+    tune = types.ModuleType("ray.tune")
+    tune.report = lambda *args, **kwargs: None
+    ray.tune = tune
+    ray.__recbole_cllm4rec_stub__ = True
+    sys.modules["ray"] = ray
+    sys.modules["ray.tune"] = tune
+
+
+class _PandasLiteralText(types.ModuleType):
+    """pandas as RecBole's atomic-file reader sees it, with quote parsing off: atomic files are
+    tab-separated with no quoting, but ``read_csv``'s default treats a value that starts with
+    ``"`` (a quoted movie title, a review) as the start of a quoted field and fails."""
+
+    def __init__(self, pandas):
+        super().__init__("pandas")
+        self._pandas = pandas
+
+    def __getattr__(self, name):
+        return getattr(self._pandas, name)
+
+    def read_csv(self, *args, **kwargs):
+        kwargs.setdefault("quoting", csv.QUOTE_NONE)
+        return self._pandas.read_csv(*args, **kwargs)
+
+
+def _atomic_files_unquoted():
+    from recbole.data.dataset import dataset as dataset_module
+
+    if not isinstance(dataset_module.pd, _PandasLiteralText):
+        dataset_module.pd = _PandasLiteralText(dataset_module.pd)
+
+
+def _check_pandas():
+    """pandas 3's copy-on-write makes RecBole's ``df[field].fillna(inplace=True)`` a no-op, so
+    NaNs stay unfilled and an empty ``token_seq`` cell crashes (dataset.py:501)."""
+    import pandas
+
+    if int(pandas.__version__.split(".")[0]) >= 3:
+        raise ImportError(
+            f"pandas {pandas.__version__} breaks RecBole 1.2.1's atomic-file loading "
+            f"(copy-on-write turns its in-place fillna into a no-op); install pandas<3"
+        )
+
+
+def _quiet_pandas_notices():
+    """pandas 2.x warns on every RecBole dataset load that its chained in-place ``fillna`` will stop
+    working in pandas 3; it works on the pinned pandas<3, so the notice is only noise."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*inplace method will never work.*")
+    warnings.filterwarnings("ignore", message=".*ChainedAssignment.*")
+
+
+def apply():
+    """Apply every patch, once. Must run before RecBole builds a Config or a Dataset."""
+    global _applied
+    if _applied:
+        return
+    _check_pandas()
+    _quiet_pandas_notices()
+    _ray_optional()  # before anything imports recbole.quick_start
+    _numpy_aliases()
+    _torch_load_checkpoints()
+    _scipy_dok_update()
+    _atomic_files_unquoted()
+    _applied = True

@@ -1,0 +1,304 @@
+r"""
+CLLM4Rec
+################################################
+Reference:
+    Yaochen Zhu, Liang Wu, Qi Guo, Liangjie Hong and Jundong Li. "Collaborative Large Language
+    Model for Recommender Systems." In WWW 2024.
+
+Reference code:
+    https://github.com/yaochenzhu/LLM4Rec (the switches below reproduce its behaviour where it
+    departs from the paper; see properties/model/CLLM4Rec.yaml)
+
+A frozen causal LM reads atomic ``user_u`` / ``item_j`` words whose embeddings live in three
+pairs of trainable tables: collaborative (U^l, V^l), content (U^c, V^c) and recommendation
+(U^r, V^r, initialised from U^l, V^l). Only these tables train; the backbone, its vocabulary
+embeddings and its vocabulary head never change.
+"""
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
+from recbole_cllm4rec.llm.backbone import load_causal_lm
+
+# The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
+# token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
+MR_REFERENCE_BATCH = 20
+VOCAB_LOGIT_CHUNK = 1024  # target positions per chunk of vocabulary logits
+
+
+def cpu_supports_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(setting, device):
+    """bf16 where the hardware runs it fast (measured 2.5x on avx512_bf16 CPUs), else fp32."""
+    if setting == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = cpu_supports_bf16()
+    if setting == "bf16" and not supported:
+        raise ValueError(f"autocast: bf16 was asked for but {device} has no fast bf16; use auto or fp32")
+    return torch.bfloat16 if supported else None
+
+
+def _vocab_nll_sum(hidden, weight, targets):
+    return F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+
+
+class CLLM4Rec(GeneralRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._check_config(config)
+        self.mask_ratio = config["mask_ratio"]
+        self.mr_weight = config["mr_weight"]
+        self.mr_on_targets = config["mr_on_targets"]
+        self.finetune_target = config["finetune_target"]
+        self.reorder_items = config["reorder_items"]
+        self.predict_first_main_token = config["predict_first_main_token"]
+        self.llm_batch_size = config["llm_batch_size"]
+        self.max_batch_tokens = config["max_batch_tokens"]
+        self.seed = config["seed"]
+        self.llm_path = config["llm_path"]
+        self.use_content = config["use_content"]
+        self.tokens_processed = 0  # non-padding tokens through the backbone, for tokens/s
+
+        self.backbone, tokenizer = load_causal_lm(config["llm_path"], config["llm_cache_dir"])
+        self.backbone.requires_grad_(False)
+        if not config["backbone_dropout"]:
+            self.backbone.eval()  # frozen weights; dropout here only adds noise (authors' quirk)
+        self.backbone_dropout = config["backbone_dropout"]
+        self.corpus = CorpusBuilder(dataset, tokenizer, config)
+        self.autocast = autocast_dtype(config["autocast"], torch.device(config["device"]))
+        self.rng = np.random.default_rng(config["seed"])
+
+        hidden = self.backbone.config.hidden_size
+        self.user_collab, self.item_collab = self._tables(hidden, config["id_init_std"])
+        self.user_content, self.item_content = self._tables(hidden, config["id_init_std"])
+        self.user_rec, self.item_rec = self._tables(hidden, config["id_init_std"])
+        self.init_rec_from_collab()
+
+    # ---- set-up --------------------------------------------------------------------------
+    @staticmethod
+    def _check_config(config):
+        checks = {
+            "mask_ratio": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
+            "mr_weight": lambda v: isinstance(v, (int, float)) and v >= 0,
+            "finetune_target": lambda v: v in ("masked", "all"),
+            "autocast": lambda v: v in ("auto", "bf16", "fp32"),
+            "max_doc_items": lambda v: isinstance(v, int) and v > 0,
+            "eval_max_doc_items": lambda v: isinstance(v, int) and v > 0,
+            "max_text_tokens": lambda v: isinstance(v, int) and v > 0,
+            "llm_batch_size": lambda v: isinstance(v, int) and v > 0,
+        }
+        for key, ok in checks.items():
+            if not ok(config[key]):
+                raise ValueError(f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
+                                 f"properties/model/CLLM4Rec.yaml for its meaning and range")
+
+    def _tables(self, hidden, std):
+        users, items = nn.Embedding(self.n_users, hidden), nn.Embedding(self.n_items, hidden)
+        # Small init: at the vocabulary's scale the first item loss was 22.6, vs 7.4 uniform.
+        nn.init.normal_(users.weight, std=std)
+        nn.init.normal_(items.weight, std=std)
+        return users, items
+
+    def tables(self, kind):
+        return {"collab": (self.user_collab, self.item_collab),
+                "content": (self.user_content, self.item_content),
+                "rec": (self.user_rec, self.item_rec)}[kind]
+
+    def parameters_of(self, kind):
+        return [t.weight for t in self.tables(kind)]
+
+    @torch.no_grad()
+    def init_rec_from_collab(self):
+        self.user_rec.weight.copy_(self.user_collab.weight)
+        self.item_rec.weight.copy_(self.item_collab.weight)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if not self.backbone_dropout:
+            self.backbone.eval()
+        return self
+
+    # ---- the shared forward pass ------------------------------------------------------------
+    def embed(self, ids, kind):
+        """Input embeddings [B, L, H]: vocabulary rows for vocab ids, table rows for ID words."""
+        users, items = self.tables(kind)
+        uo, io = self.corpus.user_offset, self.corpus.item_offset
+        is_user = (ids >= uo) & (ids < io)
+        is_item = ids >= io
+        vocab = self.backbone.get_input_embeddings()(torch.where(ids < uo, ids, 0))
+        user_rows = users(torch.where(is_user, ids - uo, 0))
+        item_rows = items(torch.where(is_item, ids - io, 0))
+        return torch.where(is_user[..., None], user_rows, torch.where(is_item[..., None], item_rows, vocab))
+
+    def hidden_states(self, ids, mask, kind):
+        """Final-layer states [B, L, H] of the frozen backbone over soft+hard prompts."""
+        ids = torch.as_tensor(ids, device=self.device)
+        mask = torch.as_tensor(mask, device=self.device)
+        self.tokens_processed += int(mask.sum())
+        embeds = self.embed(ids, kind)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
+            out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask)
+        return out.last_hidden_state.float()
+
+    # ---- mutual regularisation ------------------------------------------------------------------
+    def mutual_regularization(self, kind, partner, users, items, n_docs):
+        """mr_weight * 20 * mean over documents of sum ||e_kind - e_partner||^2 over the
+        document's ID words (with multiplicity); the partner's tables are a fixed target."""
+        if self.mr_weight == 0 or partner is None:
+            return torch.zeros((), device=self.device)
+        own_users, own_items = self.tables(kind)
+        other_users, other_items = self.tables(partner)
+        users = torch.as_tensor(users, dtype=torch.long, device=self.device)
+        items = torch.as_tensor(items, dtype=torch.long, device=self.device)
+        distance = (own_users(users) - other_users(users).detach()).pow(2).sum()
+        distance = distance + (own_items(items) - other_items(items).detach()).pow(2).sum()
+        return self.mr_weight * MR_REFERENCE_BATCH * distance / n_docs
+
+    # ---- language-model losses (pretraining) ----------------------------------------------------
+    def _lm_batch(self, docs):
+        """Padded ids and the (row, position) of every main-text target with its label."""
+        ids, mask = pad_batch([np.concatenate([d.prompt, d.main]) for d in docs], self.corpus.pad_id)
+        first = 0 if self.predict_first_main_token else 1
+        rows, positions, labels = [], [], []
+        for row, d in enumerate(docs):
+            start = len(d.prompt)
+            span = np.arange(first, len(d.main))
+            rows.append(np.full(len(span), row))
+            positions.append(start + span - 1)  # the state before a token predicts it
+            labels.append(d.main[span])
+        return ids, mask, np.concatenate(rows), np.concatenate(positions), np.concatenate(labels)
+
+    def collaborative_loss(self, docs, partner="content"):
+        """Next-item LM over ``user_u has interacted with`` | items, softmax over items only,
+        head tied to the collaborative item table; plus MR towards ``partner``."""
+        ids, mask, rows, positions, labels = self._lm_batch(docs)
+        hidden = self.hidden_states(ids, mask, "collab")[rows, positions]
+        logits = hidden @ self.item_collab.weight.t()
+        logits[:, 0] = float("-inf")  # RecBole's padding item
+        targets = torch.as_tensor(labels - self.corpus.item_offset, device=self.device)
+        lm = F.cross_entropy(logits, targets)
+        items = np.concatenate([d.main for d in docs]) - self.corpus.item_offset
+        mr = self.mutual_regularization("collab", partner, [d.user for d in docs], items, len(docs))
+        return lm, mr
+
+    def content_loss(self, docs, partner="collab"):
+        """Next-token LM over prompt | text, scored against the frozen vocabulary head, in
+        chunks of target positions so B x L x V logits never exist at once."""
+        ids, mask, rows, positions, labels = self._lm_batch(docs)
+        hidden = self.hidden_states(ids, mask, "content")[rows, positions]
+        weight = self.backbone.get_output_embeddings().weight
+        targets = torch.as_tensor(labels, device=self.device)
+        total = hidden.new_zeros(())
+        for start in range(0, len(targets), VOCAB_LOGIT_CHUNK):
+            part = slice(start, start + VOCAB_LOGIT_CHUNK)
+            # recompute each chunk's logits in backward instead of keeping them all
+            total = total + checkpoint(_vocab_nll_sum, hidden[part], weight, targets[part], use_reentrant=False)
+        lm = total / max(len(targets), 1)
+        users = [d.user for d in docs if d.user]
+        items = [d.item for d in docs if d.item]
+        mr = self.mutual_regularization("content", partner, users, items, len(docs))
+        return lm, mr
+
+    # ---- recommendation (finetuning and ranking) -----------------------------------------------
+    def rec_scores(self, users, visible):
+        """Item scores [B, n_items] from the last state of the recommendation prompt."""
+        prompts = [self.corpus.rec_prompt(u, v) for u, v in zip(users, visible)]
+        ids, mask = pad_batch(prompts, self.corpus.pad_id)
+        hidden = self.hidden_states(ids, mask, "rec")
+        last = torch.as_tensor(mask.sum(1) - 1, device=self.device)
+        state = hidden[torch.arange(len(prompts), device=self.device), last]
+        scores = state @ self.item_rec.weight.t()
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def rec_loss(self, users):
+        """Multinomial likelihood of the held-out items given the masked history, summed over
+        targets and averaged over users (Multi-VAE style); plus MR towards the content tables."""
+        visible, targets = [], []
+        for u in users:
+            shown, masked = self.corpus.split_history(u, self.rng, self.mask_ratio)
+            visible.append(shown)
+            targets.append(masked if self.finetune_target == "masked" else self.corpus.histories[u])
+        log_probs = F.log_softmax(self.rec_scores(users, visible), dim=1)
+        multi_hot = torch.zeros_like(log_probs)
+        for row, items in enumerate(targets):
+            multi_hot[row, torch.as_tensor(items, dtype=torch.long)] = 1.0
+        rec = -(torch.where(multi_hot > 0, log_probs, 0.0)).sum(1).mean()
+        mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
+        mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
+        partner = "content" if self.use_content else None
+        mr = self.mutual_regularization("rec", partner, mr_users, np.concatenate(mr_items), len(users))
+        return rec, mr
+
+    def calculate_loss(self, interaction):
+        users = torch.unique(interaction[self.USER_ID]).cpu().numpy()
+        users = users[[len(self.corpus.histories[u]) > 0 for u in users]]
+        return self.rec_loss(users)  # (multinomial loss, MR): RecBole logs and sums both
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        users = interaction[self.USER_ID].cpu().numpy()
+        histories = [self.corpus.eval_history(u, self.seed) for u in users]
+        lengths = [len(h) for h in histories]
+        scores = torch.empty(len(users), self.n_items, device=self.device)
+        for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
+            scores[batch] = self.rec_scores(users[batch], [histories[i] for i in batch])
+        return scores
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        items = interaction[self.ITEM_ID].to(self.device)
+        return scores[torch.arange(len(items), device=self.device), items]
+
+    # ---- checkpoints: the trainable tables only -------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if k.startswith("backbone.")]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        # The frozen backbone is rebuilt from llm_path, not stored in every checkpoint.
+        full = {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
+        full.update(state_dict)
+        return super().load_state_dict(full, strict=strict, assign=assign)
+
+    def backbone_fingerprint(self):
+        embedding = self.backbone.get_input_embeddings().weight
+        return {"llm_path": os.path.basename(str(self.llm_path)), "vocab_size": int(embedding.shape[0]),
+                "embedding_sum": round(float(embedding.double().sum()), 3)}
+
+    def other_parameter(self):
+        return {"backbone": self.backbone_fingerprint()}
+
+    def load_other_parameter(self, para):
+        saved = (para or {}).get("backbone")
+        if saved and saved != self.backbone_fingerprint():
+            raise ValueError(
+                f"this checkpoint was trained on backbone {saved}, but the model was built on "
+                f"{self.backbone_fingerprint()}; set llm_path to the checkpoint's backbone"
+            )
+
+
+from recbole_cllm4rec.trainer.cllm4rec_trainer import CLLM4RecTrainer  # noqa: E402,F401  (registry looks here)

@@ -1,0 +1,181 @@
+"""``run`` trains and tests one model the way RecBole's ``run_recbole`` does; ``compare`` runs
+several on the same dataset and split and writes one side-by-side table."""
+
+import datetime
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from logging import getLogger
+
+import yaml
+
+from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+@contextmanager
+def _no_command_line():
+    """RecBole's Config parses every ``--k=v`` of ``sys.argv`` (pytest's flags included);
+    ``run`` takes its overrides through ``config_dict`` only."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def config_files_for(model, dataset, extra_files=()):
+    """Project defaults, then the model's and the dataset's property files, then the user's."""
+    files = [os.path.join(properties_dir(), "overall.yaml")]
+    files += [f for f in (property_file("model", model), property_file("dataset", dataset)) if f]
+    for path in extra_files or ():
+        if not os.path.isfile(path):
+            raise ConfigFileError(f"config file '{path}' does not exist")
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigFileError(f"config file '{path}' is not valid yaml: {err}") from err
+        if content is not None and not isinstance(content, dict):
+            raise ConfigFileError(f"config file '{path}' must hold 'key: value' lines, not {type(content).__name__}")
+        files.append(path)
+    return files
+
+
+def build_config(model, dataset="ml-100k", config_file_list=None, config_dict=None):
+    from recbole.config import Config
+
+    model_class = get_model(model)
+    files = config_files_for(model, dataset, config_file_list)
+    with _no_command_line():
+        config = Config(model=model_class, dataset=dataset, config_file_list=files,
+                        config_dict=dict(config_dict or {}))
+    return config
+
+
+def peak_rss_mb():
+    # ru_maxrss is in KiB on Linux, bytes on macOS
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved=True):
+    """Train ``model`` on ``dataset``, select on validation, test; returns RecBole's result dict
+    plus ``train_time_s``, ``total_time_s``, ``peak_rss_mb`` and ``model_file``."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    start = time.time()
+    config = build_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+    check_dataset(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(recommender)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
+
+    fit_start = time.time()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_time = time.time() - fit_start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(f"best valid : {best_valid_result}")
+    logger.info(f"test result: {test_result}")
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": dict(best_valid_result or {}),
+        "test_result": dict(test_result),
+        "train_time_s": train_time,
+        "total_time_s": time.time() - start,
+        "peak_rss_mb": peak_rss_mb(),
+        "model_file": trainer.saved_model_file if saved else None,
+        "protocol": protocol(config),
+    }
+
+
+def protocol(config):
+    """One line saying how the numbers were produced."""
+    args = config["eval_args"]
+    return (f"dataset {config['dataset']}, split {args['split']}, order {args['order']}, "
+            f"group_by {args['group_by']}, mode {args['mode']}, seed {config['seed']}, "
+            f"valid metric {config['valid_metric']}, "
+            f"RecBole full ranking (train+valid items excluded at test)")
+
+
+def _run_in_child(args):
+    return run(*args)
+
+
+def compare(models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None,
+            saved=True):
+    """Run each model in a fresh process (so peak memory is its own) and tabulate the results."""
+    results = []
+    ctx = multiprocessing.get_context("spawn")
+    for model in models:
+        get_model(model)  # fail before any training on a typo in the list
+    for model in models:
+        with ctx.Pool(1) as pool:
+            results.append(pool.apply(_run_in_child, ((model, dataset, config_file_list, config_dict, saved),)))
+    table = results_table(results)
+    if results_file:
+        write_results(results_file, results, table, models, dataset, config_file_list, config_dict)
+    return results, table
+
+
+def results_table(results):
+    metrics = list(results[0]["test_result"])
+    head = ["model"] + [f"test {m}" for m in metrics] + [f"valid {m}" for m in metrics] + \
+           ["train s", "peak RSS MB"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["model"]] + [f"{r['test_result'].get(m, float('nan')):.4f}" for m in metrics]
+        cells += [f"{r['best_valid_result'].get(m, float('nan')):.4f}" for m in metrics]
+        cells += [f"{r['train_time_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def command_line(models, dataset, config_file_list, config_dict):
+    parts = ["python run_recbole.py", f"--model={','.join(models)}", f"--dataset={dataset}"]
+    if config_file_list:
+        parts.append(f"--config_files='{' '.join(config_file_list)}'")
+    parts += [f"--{k}={v}" for k, v in (config_dict or {}).items()]
+    return " ".join(parts)
+
+
+def write_results(path, results, table, models, dataset, config_file_list, config_dict):
+    """Write the table with its protocol and the command that reproduces it."""
+    import torch
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    lines = [
+        f"# {dataset}: {', '.join(models)}", "",
+        f"Protocol: {results[0]['protocol']}.", "",
+        f"Command: `{command_line(models, dataset, config_file_list, config_dict)}`", "",
+        f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{datetime.date.today().isoformat()}. Train time is `trainer.fit` wall time; peak RSS is "
+        f"the process's maximum resident set (one process per model).", "",
+        table, "",
+    ]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))

@@ -1,0 +1,158 @@
+"""CLLM4Rec's staged schedule on top of RecBole's Trainer:
+
+1. content warm-up: the content LM alone (no MR);
+2. ``pretrain_epochs`` x (collaborative epoch with MR to content, content epoch with MR to
+   collaborative), alternating per epoch as in the authors' code;
+3. recommendation tables initialised from the collaborative ones, then RecBole's own fit loop
+   (early stopping, best-model selection, checkpoints), where each epoch is a recommendation
+   epoch followed by a content epoch with MR to the recommendation tables.
+
+The trainer orchestrates only: every loss comes from the model.
+"""
+
+import os
+from time import time
+
+import torch
+from recbole.data.interaction import Interaction
+from recbole.trainer import Trainer
+from recbole.utils import get_local_time, set_color
+from tqdm import tqdm
+
+from recbole_cllm4rec.data.corpus import length_batches
+
+
+class CLLM4RecTrainer(Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        pretrain_lr = config["pretrain_learning_rate"]
+        # RecBole's fit loop steps self.optimizer: give it the recommendation tables only.
+        self.optimizer = self._build_optimizer(params=model.parameters_of("rec"))
+        self.collab_optimizer = self._build_optimizer(params=model.parameters_of("collab"), learning_rate=pretrain_lr)
+        self.content_optimizer = self._build_optimizer(params=model.parameters_of("content"), learning_rate=pretrain_lr)
+        self.use_content = config["use_content"]
+        self.reorder_items = config["reorder_items"]
+        self.pretrain_batch_size = config["pretrain_batch_size"]
+        self.max_batch_tokens = config["max_batch_tokens"]
+        self.stage_stats = {}
+        self._content_docs = None
+
+    # ---- corpora ------------------------------------------------------------------------------
+    def content_docs(self):
+        if self._content_docs is None:
+            from recbole_cllm4rec.data.reviews import read_reviews
+
+            specs = self.config["content_documents"]
+            if not specs:
+                raise ValueError(
+                    f"dataset '{self.config['dataset']}' defines no content_documents (item/user "
+                    f"fields or reviews) for the content LM: add them to its yaml, or run "
+                    f"collaborative-only with use_content: False"
+                )
+            wants_reviews = any(s.get("source") == "review" for s in specs)
+            reviews = read_reviews(self.config["data_path"], self.config["dataset"]) if wants_reviews else None
+            self._content_docs = self.model.corpus.content_documents(specs, reviews)
+            self.logger.info(f"content corpus: {len(self._content_docs)} documents")
+        return self._content_docs
+
+    # ---- one epoch of a language-model stage ------------------------------------------------
+    def _lm_epoch(self, stage, docs, loss_fn, optimizer, show_progress):
+        self.model.train()
+        lengths = [len(d.prompt) + len(d.main) for d in docs]
+        batches = length_batches(lengths, self.pretrain_batch_size, self.model.rng, self.max_batch_tokens)
+        if show_progress:
+            batches = tqdm(batches, desc=set_color(f"{stage:<13}", "pink"), ncols=100)
+        start, tokens, lm_total, mr_total = time(), self.model.tokens_processed, 0.0, 0.0
+        for batch in batches:
+            lm, mr = loss_fn([docs[i] for i in batch])
+            optimizer.zero_grad()
+            (lm + mr).backward()
+            optimizer.step()
+            lm_total += lm.item() * len(batch)
+            mr_total += mr.item() * len(batch)
+        return self._record(stage, start, self.model.tokens_processed - tokens, lm_total / len(docs), mr_total / len(docs))
+
+    def _record(self, stage, start, tokens, lm, mr):
+        seconds = time() - start
+        stats = self.stage_stats.setdefault(stage, {"epochs": 0, "tokens": 0, "seconds": 0.0})
+        stats["epochs"] += 1
+        stats["tokens"] += tokens
+        stats["seconds"] += seconds
+        self.logger.info(
+            set_color(f"{stage} epoch {stats['epochs']}", "green")
+            + f" [time: {seconds:.2f}s, lm loss: {lm:.4f}, mr: {mr:.4f}, tokens/s: {tokens / seconds:.0f}]"
+        )
+        return lm, mr
+
+    def collaborative_epoch(self, show_progress=False):
+        users = self.model.corpus.users_with_history()
+        docs = [self.model.corpus.collaborative_document(u, self.model.rng, self.reorder_items) for u in users]
+        partner = "content" if self.use_content else None
+        return self._lm_epoch("collaborative", docs, lambda b: self.model.collaborative_loss(b, partner),
+                              self.collab_optimizer, show_progress)
+
+    def content_epoch(self, partner, optimizer, show_progress=False):
+        return self._lm_epoch(f"content({partner or 'no MR'})", self.content_docs(),
+                              lambda b: self.model.content_loss(b, partner), optimizer, show_progress)
+
+    # ---- pretraining ----------------------------------------------------------------------------
+    def pretrain(self, saved=True, show_progress=False):
+        config, model = self.config, self.model
+        if config["pretrained_file"]:
+            self._load_pretrained(config["pretrained_file"])
+            return
+        if self.use_content:
+            for _ in range(config["content_warmup_epochs"]):
+                self.content_epoch(None, self.content_optimizer, show_progress)
+        for _ in range(config["pretrain_epochs"]):
+            self.collaborative_epoch(show_progress)
+            if self.use_content:
+                self.content_epoch("collab", self.content_optimizer, show_progress)
+        model.init_rec_from_collab()
+        if saved and (config["pretrain_epochs"] or config["content_warmup_epochs"]):
+            path = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-pretrained-{get_local_time()}.pth")
+            torch.save({"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
+            self.logger.info(set_color("pretrained tables saved", "blue") + f": {path} (reuse: pretrained_file={path})")
+
+    def _load_pretrained(self, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"pretrained_file '{path}' does not exist; unset it to pretrain from scratch")
+        saved = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_other_parameter(saved.get("other_parameter"))
+        self.model.load_state_dict(saved["state_dict"])
+        self.model.init_rec_from_collab()
+        self.logger.info(f"pretrained collaborative and content tables loaded from {path}")
+
+    # ---- finetuning: RecBole's fit loop, one recommendation + one content epoch per epoch ----
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.start_epoch == 0:  # a resumed run has its pretraining in the checkpoint
+            self.pretrain(saved, show_progress)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.train()
+        corpus = self.model.corpus
+        users = corpus.users_with_history()
+        lengths = [len(corpus.histories[u]) for u in users]
+        batches = length_batches(lengths, self.config["finetune_batch_size"], self.model.rng,
+                                 self.max_batch_tokens)
+        if show_progress:
+            batches = tqdm(batches, desc=set_color(f"recommend {epoch_idx:>3}", "pink"), ncols=100)
+        start, tokens, rec_total, mr_total = time(), self.model.tokens_processed, 0.0, 0.0
+        for batch in batches:
+            interaction = Interaction({self.model.USER_ID: torch.as_tensor(users[batch])})
+            rec, mr = self.model.calculate_loss(interaction)
+            self.optimizer.zero_grad()
+            (rec + mr).backward()
+            if self.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters_of("rec"), **self.clip_grad_norm)
+            self.optimizer.step()
+            rec_total += rec.item() * len(batch)
+            mr_total += mr.item() * len(batch)
+        losses = self._record("recommend", start, self.model.tokens_processed - tokens, rec_total / len(users), mr_total / len(users))
+        if self.use_content and self.config["finetune_content_epochs"]:
+            if not hasattr(self, "finetune_content_optimizer"):
+                self.finetune_content_optimizer = self._build_optimizer(params=self.model.parameters_of("content"))
+            for _ in range(self.config["finetune_content_epochs"]):
+                self.content_epoch("rec", self.finetune_content_optimizer, show_progress)
+        return losses

@@ -1,0 +1,67 @@
+"""Train and test models on a RecBole dataset, RecBole's CLI conventions.
+
+    python run_recbole.py --model=CLLM4Rec                       # ml-100k, the embedded default
+    python run_recbole.py --model=LightGCN,MultiVAE,EASE -d ml-100k   # side-by-side table
+    python run_recbole.py -m BPR --config_files="my.yaml" --learning_rate=0.01
+"""
+
+import argparse
+import sys
+
+import yaml
+
+
+def parse_overrides(args):
+    """``--key=value`` pairs, values read as yaml (``0.01``, ``[10,20]``, ``true``, ``{RS: [...]}``)."""
+    overrides = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise SystemExit(f"error: unrecognised argument '{arg}'; overrides take the form --key=value")
+        key, value = arg[2:].split("=", 1)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", default="CLLM4Rec", help="model name, or a comma list to compare")
+    parser.add_argument("--dataset", "-d", default="ml-100k")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    parser.add_argument("--results_file", default=None,
+                        help="markdown table of the run(s); default results/<dataset>.md for a comparison")
+    parser.add_argument("--list_models", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+
+    import recbole_cllm4rec
+    from recbole_cllm4rec.registry import available_models
+
+    if args.list_models:
+        ours, theirs = available_models()
+        print("this package:", ", ".join(ours))
+        print("RecBole:", ", ".join(theirs))
+        return 0
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    config_files = args.config_files.split() if args.config_files else None
+    overrides = parse_overrides(rest)
+    try:
+        if len(models) == 1 and not args.results_file:
+            result = recbole_cllm4rec.run(models[0], args.dataset, config_files, overrides)
+            print(f"best valid: {result['best_valid_result']}\ntest: {result['test_result']}")
+            print(f"train {result['train_time_s']:.1f} s, total {result['total_time_s']:.1f} s, "
+                  f"peak RSS {result['peak_rss_mb']:.0f} MB, model file {result['model_file']}")
+        else:
+            results_file = args.results_file or f"results/{args.dataset}.md"
+            _, table = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file)
+            print(table)
+            print(f"\nwritten to {results_file}")
+    except recbole_cllm4rec.USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
