@@ -110,6 +110,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
         "peak_rss_mb": peak_rss_mb(),
         "model_file": trainer.saved_model_file if saved else None,
         "protocol": protocol(config),
+        "stages": getattr(trainer, "stage_stats", {}),  # per-stage tokens and seconds (LLM models)
     }
 
 
@@ -177,5 +178,12 @@ def write_results(path, results, table, models, dataset, config_file_list, confi
         f"the process's maximum resident set (one process per model).", "",
         table, "",
     ]
+    for r in results:
+        if r.get("stages"):
+            lines += [f"{r['model']} stages (total {r['total_time_s']:.0f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB):", "",
+                      "| stage | epochs | tokens | seconds | tokens/s |", "|---|---|---|---|---|"]
+            lines += [f"| {name} | {s['epochs']} | {s['tokens']} | {s['seconds']:.0f} | {s['tokens'] / s['seconds']:.0f} |"
+                      for name, s in r["stages"].items()]
+            lines.append("")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
