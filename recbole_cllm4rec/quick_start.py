@@ -127,19 +127,41 @@ def _run_in_child(args):
     return run(*args)
 
 
+def _run_isolated(jobs):
+    """Run each ``(label, run arguments)`` job in a fresh process, so peak memory is its own."""
+    ctx = multiprocessing.get_context("spawn")
+    results = []
+    for label, args in jobs:
+        with ctx.Pool(1) as pool:
+            result = pool.apply(_run_in_child, (args,))
+        result["model"] = label
+        results.append(result)
+    return results
+
+
 def compare(models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None,
             saved=True):
-    """Run each model in a fresh process (so peak memory is its own) and tabulate the results."""
-    results = []
-    ctx = multiprocessing.get_context("spawn")
+    """Run several models on the same dataset and split; one side-by-side table."""
     for model in models:
         get_model(model)  # fail before any training on a typo in the list
-    for model in models:
-        with ctx.Pool(1) as pool:
-            results.append(pool.apply(_run_in_child, ((model, dataset, config_file_list, config_dict, saved),)))
+    results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models])
     table = results_table(results)
     if results_file:
-        write_results(results_file, results, table, models, dataset, config_file_list, config_dict)
+        write_results(results_file, results, table, f"{dataset}: {', '.join(models)}",
+                      [command_line(models, dataset, config_file_list, config_dict)])
+    return results, table
+
+
+def compare_variants(model, variants, dataset="ml-100k", config_file_list=None, config_dict=None,
+                     results_file=None, saved=True):
+    """One model under several settings (an ablation); ``variants`` maps a label to overrides."""
+    get_model(model)
+    settings = {label: {**(config_dict or {}), **overrides} for label, overrides in variants.items()}
+    results = _run_isolated([(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()])
+    table = results_table(results)
+    if results_file:
+        commands = [f"{label}: {command_line([model], dataset, config_file_list, cfg)}" for label, cfg in settings.items()]
+        write_results(results_file, results, table, f"{dataset}: {model} variants", commands)
     return results, table
 
 
@@ -164,15 +186,15 @@ def command_line(models, dataset, config_file_list, config_dict):
     return " ".join(parts)
 
 
-def write_results(path, results, table, models, dataset, config_file_list, config_dict):
-    """Write the table with its protocol and the command that reproduces it."""
+def write_results(path, results, table, title, commands):
+    """Write the table with its protocol and the commands that reproduce it."""
     import torch
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     lines = [
-        f"# {dataset}: {', '.join(models)}", "",
+        f"# {title}", "",
         f"Protocol: {results[0]['protocol']}.", "",
-        f"Command: `{command_line(models, dataset, config_file_list, config_dict)}`", "",
+        "Command(s):", "", *[f"    {c}" for c in commands], "",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}. Train time is `trainer.fit` wall time; peak RSS is "
         f"the process's maximum resident set (one process per model).", "",

@@ -56,6 +56,14 @@ def autocast_dtype(setting, device):
     return torch.bfloat16 if supported else None
 
 
+def attention_implementation(setting, device):
+    """CPU: eager attention trained 27-35 % faster than SDPA's flash kernel, whose backward
+    dominated on short (20-60 token) documents; CUDA: SDPA."""
+    if setting != "auto":
+        return setting
+    return "sdpa" if torch.device(device).type == "cuda" else "eager"
+
+
 def _vocab_nll_sum(hidden, weight, targets):
     return F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
 
@@ -81,6 +89,7 @@ class CLLM4Rec(GeneralRecommender):
 
         self.backbone, tokenizer = load_causal_lm(config["llm_path"], config["llm_cache_dir"])
         self.backbone.requires_grad_(False)
+        self.backbone.set_attn_implementation(attention_implementation(config["attn_implementation"], config["device"]))
         if not config["backbone_dropout"]:
             self.backbone.eval()  # frozen weights; dropout here only adds noise (authors' quirk)
         self.backbone_dropout = config["backbone_dropout"]
