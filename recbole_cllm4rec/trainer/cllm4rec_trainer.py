@@ -19,7 +19,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_local_time, set_color
 from tqdm import tqdm
 
-from recbole_cllm4rec.data.corpus import length_batches
+from recbole_cllm4rec.data.corpus import CorpusError, length_batches
 
 
 class CLLM4RecTrainer(Trainer):
@@ -44,7 +44,7 @@ class CLLM4RecTrainer(Trainer):
 
             specs = self.config["content_documents"]
             if not specs:
-                raise ValueError(
+                raise CorpusError(
                     f"dataset '{self.config['dataset']}' defines no content_documents (item/user "
                     f"fields or reviews) for the content LM: add them to its yaml, or run "
                     f"collaborative-only with use_content: False"
@@ -52,6 +52,11 @@ class CLLM4RecTrainer(Trainer):
             wants_reviews = any(s.get("source") == "review" for s in specs)
             reviews = read_reviews(self.config["data_path"], self.config["dataset"]) if wants_reviews else None
             self._content_docs = self.model.corpus.content_documents(specs, reviews)
+            if not self._content_docs:
+                raise CorpusError(
+                    f"the content_documents templates of dataset '{self.config['dataset']}' rendered no "
+                    f"text (all fields empty?); fix the templates or set use_content: False"
+                )
             self.logger.info(f"content corpus: {len(self._content_docs)} documents")
         return self._content_docs
 
