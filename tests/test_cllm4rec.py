@@ -8,6 +8,7 @@ import torch
 
 import recbole_cllm4rec
 from recbole_cllm4rec.data.corpus import training_histories
+from recbole_cllm4rec.data.reviews import read_reviews
 from recbole_cllm4rec.llm import BackboneError, load_causal_lm, text_start_ids
 from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
 
@@ -202,3 +203,19 @@ def test_real_smollm2_loads_offline_and_speaks():
     ids = torch.tensor([text_start_ids(tokenizer) + tokenizer.encode("The capital of France is")])
     out = model.generate(ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:])
+
+
+def test_review_sample_runs_multivae_and_cllm4rec_with_review_text(workdir):
+    """The converted review sample through RecBole end to end: a baseline, and CLLM4Rec whose
+    content stages learn from the review side file."""
+    data_path = os.path.join(ROOT, "dataset")
+    quiet = {"show_progress": False, "state": "WARNING", "data_path": data_path}
+    baseline = recbole_cllm4rec.run("MultiVAE", "amazon-sample", config_dict=dict(quiet, epochs=2))
+    assert "trecall@10" in baseline["test_result"]
+    result = recbole_cllm4rec.run("CLLM4Rec", "amazon-sample", config_dict=dict(TINY_CLLM4REC, **quiet))
+    reviews = read_reviews(os.path.join(data_path, "amazon-sample"), "amazon-sample")
+    # item documents alone (37 item ids, prompt <= 10 tokens, text cut to max_text_tokens) stay
+    # under this bound; the rest of an epoch's tokens are the review documents
+    item_only_bound = 37 * (10 + TINY_CLLM4REC["max_text_tokens"])
+    assert len(reviews) > 200 and result["stages"]["content(no MR)"]["tokens"] > 3 * item_only_bound
+    assert "trecall@10" in result["test_result"]
