@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from recbole_cllm4rec.data.corpus import pad_batch
 from recbole_cllm4rec.llm.backbone import (
     BackboneError, cache_root, load_causal_lm, resolve_llm, text_start_ids,
 )
@@ -178,13 +179,8 @@ class TextEncoder:
         start = text_start_ids(self._tokenizer)
         rows = [(start + self._tokenizer(t, add_special_tokens=False)["input_ids"])[: self.max_length]
                 for t in batch]
-        width = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        ids, mask = pad_batch(rows, pad_id=0)
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
     def _pool(self, hidden, mask):
         # hidden: [batch, seq, dim]; mask: [batch, seq]
