@@ -33,6 +33,11 @@ def main(argv=None):
     parser.add_argument("--results_file", default=None,
                         help="markdown table of the run(s); default results/<dataset>.md for a comparison")
     parser.add_argument("--list_models", action="store_true")
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (torch DDP; gloo on CPU, NCCL on GPU)")
+    parser.add_argument("--world_size", type=int, default=-1, help="ranks over all machines (default: nproc)")
+    parser.add_argument("--ip", default="localhost", help="address of the machine holding rank 0")
+    parser.add_argument("--port", default="5678", help="free port on that machine")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     args, rest = parser.parse_known_args(argv)
 
     import recbole_cllm4rec
@@ -46,15 +51,20 @@ def main(argv=None):
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     config_files = args.config_files.split() if args.config_files else None
     overrides = parse_overrides(rest)
+    launch = {"nproc": args.nproc, "world_size": args.world_size, "ip": args.ip, "port": args.port,
+              "group_offset": args.group_offset}
     try:
         if len(models) == 1 and not args.results_file:
-            result = recbole_cllm4rec.run(models[0], args.dataset, config_files, overrides)
+            result = recbole_cllm4rec.run(models[0], args.dataset, config_files, overrides, **launch)
+            if result is None:
+                print("this machine's ranks finished; rank 0 reports the results")
+                return 0
             print(f"best valid: {result['best_valid_result']}\ntest: {result['test_result']}")
             print(f"train {result['train_time_s']:.1f} s, total {result['total_time_s']:.1f} s, "
                   f"peak RSS {result['peak_rss_mb']:.0f} MB, model file {result['model_file']}")
         else:
             results_file = args.results_file or f"results/{args.dataset}.md"
-            _, table = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file)
+            _, table = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file, **launch)
             print(table)
             print(f"\nwritten to {results_file}")
     except recbole_cllm4rec.USER_ERRORS as err:

@@ -33,7 +33,9 @@ def _numpy_aliases():
 def _torch_load_checkpoints():
     """torch >= 2.6 defaults ``torch.load(weights_only=True)``, but RecBole's checkpoints pickle
     its ``Config`` (RecBole issues #2155, #2212). Only calls made from inside RecBole, which load
-    checkpoints the user's own runs wrote, get the old default back."""
+    checkpoints the user's own runs wrote, get the old default back. Those calls also map a GPU
+    checkpoint onto the CPU when no GPU is present, and a DDP or GPU run's saved config is made
+    loadable by one process here."""
     import torch
 
     if getattr(torch.load, "_recbole_compat", False):
@@ -42,9 +44,17 @@ def _torch_load_checkpoints():
 
     def load(f, *args, **kwargs):
         caller = sys._getframe(1).f_globals.get("__name__", "")
-        if "weights_only" not in kwargs and caller.startswith("recbole."):
-            kwargs["weights_only"] = False
-        return original(f, *args, **kwargs)
+        if not caller.startswith("recbole."):
+            return original(f, *args, **kwargs)
+        kwargs.setdefault("weights_only", False)
+        if not args and not torch.cuda.is_available():
+            kwargs.setdefault("map_location", "cpu")
+        checkpoint = original(f, *args, **kwargs)
+        if isinstance(checkpoint, dict) and hasattr(checkpoint.get("config"), "final_config_dict"):
+            from recbole_cllm4rec.distributed import single_process_config
+
+            single_process_config(checkpoint["config"])
+        return checkpoint
 
     load._recbole_compat = True
     torch.load = load
@@ -142,4 +152,7 @@ def apply():
     _torch_load_checkpoints()
     _scipy_dok_update()
     _atomic_files_unquoted()
+    from recbole_cllm4rec import distributed
+
+    distributed.apply()  # multi-process runs on CPU (gloo) and GPU, without RecBole's races
     _applied = True

@@ -2,6 +2,7 @@
 several on the same dataset and split and writes one side-by-side table."""
 
 import datetime
+import logging
 import multiprocessing
 import os
 import platform
@@ -67,9 +68,17 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved=True):
+def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved=True, nproc=1,
+        world_size=-1, ip="localhost", port="5678", group_offset=0):
     """Train ``model`` on ``dataset``, select on validation, test; returns RecBole's result dict
-    plus ``train_time_s``, ``total_time_s``, ``peak_rss_mb`` and ``model_file``."""
+    plus ``train_time_s``, ``total_time_s``, ``peak_rss_mb`` and ``model_file``.
+
+    ``nproc`` > 1 (or a ``world_size`` over several machines) trains with torch DDP the way
+    RecBole's ``run`` does: ``nproc`` local ranks, ranks ``group_offset`` and up, rendezvous at
+    ``ip:port``; gloo on CPU, NCCL on GPU. Rank 0's result is returned."""
+    if nproc > 1 or world_size > 0:
+        return _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc,
+                                world_size if world_size > 0 else nproc, ip, port, group_offset)
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_logger, init_seed
 
@@ -78,6 +87,11 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    if config["local_rank"] != 0:  # one log file per run, written by rank 0
+        for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+            logger.removeHandler(handler)
+            handler.close()
+            os.remove(handler.baseFilename)
     logger.info(config)
     check_dataset(config)
 
@@ -89,6 +103,10 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(recommender)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
+    if config["resume_file"]:
+        if not os.path.isfile(config["resume_file"]):
+            raise ConfigFileError(f"resume_file '{config['resume_file']}' does not exist")
+        trainer.resume_checkpoint(config["resume_file"])
 
     fit_start = time.time()
     best_valid_score, best_valid_result = trainer.fit(
@@ -108,10 +126,50 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
         "train_time_s": train_time,
         "total_time_s": time.time() - start,
         "peak_rss_mb": peak_rss_mb(),
-        "model_file": trainer.saved_model_file if saved else None,
+        "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
         "protocol": protocol(config),
         "stages": getattr(trainer, "stage_stats", {}),  # per-stage tokens and seconds (LLM models)
     }
+
+
+def _run_rank(local_rank, args, queue):
+    model, dataset, config_file_list, config_dict, saved = args
+    result = run(model, dataset, config_file_list, {**config_dict, "local_rank": local_rank}, saved)
+    if local_rank == 0:
+        queue.put(result)
+    import torch.distributed as dist
+
+    dist.barrier()  # no rank tears down while another still talks to it
+    dist.destroy_process_group()
+    # Interpreter teardown with gloo's and the tokenizers' threads alive sometimes aborted a
+    # rank (SIGABRT, "terminate called without an active exception") after all its work was
+    # done, failing the whole run; the result is already sent and the logs flushed here.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc, world_size, ip, port,
+                     group_offset):
+    import torch.multiprocessing as mp
+
+    # Fail on a bad model name or config here, not in every rank, and make the folders the
+    # ranks would otherwise race to create.
+    config = build_config(model, dataset, config_file_list, config_dict)
+    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
+    queue = mp.get_context("spawn").SimpleQueue()
+    ranks = {"world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc, "offset": group_offset}
+    args = (model, dataset, config_file_list, {**(config_dict or {}), **ranks}, saved)
+    start = time.time()
+    mp.spawn(_run_rank, args=(args, queue), nprocs=nproc, join=True)
+    if queue.empty():
+        return None  # this machine holds no rank 0
+    result = queue.get()
+    result["total_time_s"] = time.time() - start
+    result["nproc"], result["world_size"] = nproc, world_size
+    return result
 
 
 def protocol(config):
@@ -127,24 +185,31 @@ def _run_in_child(args):
     return run(*args)
 
 
-def _run_isolated(jobs):
-    """Run each ``(label, run arguments)`` job in a fresh process, so peak memory is its own."""
+def _run_isolated(jobs, launch=None):
+    """Run each ``(label, run arguments)`` job in fresh processes, so peak memory is its own;
+    ``launch`` holds ``run``'s multi-process arguments (its ranks are fresh processes already)."""
     ctx = multiprocessing.get_context("spawn")
     results = []
     for label, args in jobs:
-        with ctx.Pool(1) as pool:
-            result = pool.apply(_run_in_child, (args,))
+        if launch and (launch.get("nproc", 1) > 1 or launch.get("world_size", -1) > 0):
+            result = run(*args, **launch)
+        else:
+            with ctx.Pool(1) as pool:
+                result = pool.apply(_run_in_child, (args,))
+        if result is None:
+            continue  # a multi-machine run whose rank 0 is elsewhere
         result["model"] = label
         results.append(result)
     return results
 
 
 def compare(models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None,
-            saved=True):
-    """Run several models on the same dataset and split; one side-by-side table."""
+            saved=True, **launch):
+    """Run several models on the same dataset and split; one side-by-side table. ``launch``:
+    ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``."""
     for model in models:
         get_model(model)  # fail before any training on a typo in the list
-    results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models])
+    results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch)
     table = results_table(results)
     if results_file:
         write_results(results_file, results, table, f"{dataset}: {', '.join(models)}",

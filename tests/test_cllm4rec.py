@@ -94,7 +94,7 @@ def test_gradients_reach_only_the_stage_tables(ml100k_tiny, stage, trained):
         item_docs = [{"source": "item", "prompt": "{item} is titled:", "text": "{movie_title}"}]
         lm, mr = model.content_loss(corpus.content_documents(item_docs)[:4], "collab")
     else:
-        lm, mr = model.rec_loss(users)
+        lm, mr = model.rec_loss(model.recommendation_examples(users))
     assert mr.item() > 0
     (lm + mr).backward()
     for kind in ("collab", "content", "rec"):
@@ -127,7 +127,7 @@ def test_each_language_model_loss_falls(ml100k_tiny):
     # content learns through one prompt word per document only, so it falls more slowly
     for loss_fn, tables, ratio in [(lambda: model.collaborative_loss(collab_docs, None), "collab", 0.7),
                                    (lambda: model.content_loss(content_docs, None), "content", 0.9),
-                                   (lambda: model.rec_loss(users), "rec", 0.7)]:
+                                   (lambda: model.rec_loss(model.recommendation_examples(users)), "rec", 0.7)]:
         losses = _fit_fixed_batch(model, loss_fn, tables)
         assert losses[-1] < ratio * losses[0], (tables, losses[0], losses[-1])
 
@@ -136,7 +136,7 @@ def test_rec_head_ranks_planted_held_out_items_above_random(ml100k_tiny):
     """Finetune on fixed masks; the masked (held-out) items then outrank random items."""
     model = fresh_model(ml100k_tiny)
     users = model.corpus.users_with_history()[:16]
-    _fit_fixed_batch(model, lambda: model.rec_loss(users), "rec", steps=30)
+    _fit_fixed_batch(model, lambda: model.rec_loss(model.recommendation_examples(users)), "rec", steps=30)
     model.rng = np.random.default_rng(0)
     visible, targets = zip(*(model.corpus.split_history(u, model.rng, model.mask_ratio) for u in users))
     with torch.no_grad():
@@ -172,13 +172,13 @@ def test_end_to_end_save_and_reload_through_recbole(workdir):
 
 def test_ablation_switches(ml100k_tiny):
     model = fresh_model(ml100k_tiny, mr_weight=0.0)
-    _, mr = model.rec_loss(model.corpus.users_with_history()[:4])
+    _, mr = model.rec_loss(model.recommendation_examples(model.corpus.users_with_history()[:4]))
     assert mr.item() == 0
     model = fresh_model(ml100k_tiny, finetune_target="all")
     model.zero_grad()
-    rec_all, _ = model.rec_loss(model.corpus.users_with_history()[:4])
+    rec_all, _ = model.rec_loss(model.recommendation_examples(model.corpus.users_with_history()[:4]))
     model = fresh_model(ml100k_tiny)
-    rec_masked, _ = model.rec_loss(model.corpus.users_with_history()[:4])
+    rec_masked, _ = model.rec_loss(model.recommendation_examples(model.corpus.users_with_history()[:4]))
     assert rec_all.item() > rec_masked.item()  # more targets, larger summed likelihood
     with pytest.raises(ValueError, match="mask_ratio"):
         fresh_model(ml100k_tiny, mask_ratio=1.5)

@@ -137,6 +137,10 @@ class AlphaRec(GeneralRecommender):
             nn.init.normal_(self.item_id_embedding.weight, std=input_size ** -0.5)
             self.register_buffer("user_mean", sparse_tensor(row_mean_operator(interactions)), persistent=False)
 
+        # Every buffer is derived from the training split on each rank alike; DDP must not
+        # broadcast them (it cannot broadcast the sparse ones at all).
+        self._ddp_params_and_buffers_to_ignore = [name for name, _ in self.named_buffers()]
+
         hidden = config["mlp_hidden_size"]
         self.projector = nn.Sequential(
             nn.Linear(input_size, hidden), nn.LeakyReLU(), nn.Linear(hidden, self.embedding_size)

@@ -185,14 +185,21 @@ class CLLM4Rec(GeneralRecommender):
         return self.mr_weight * MR_REFERENCE_BATCH * distance / n_docs
 
     # ---- language-model losses (pretraining) ----------------------------------------------------
+    @property
+    def _first_target(self):
+        return 0 if self.predict_first_main_token else 1
+
+    def lm_target_count(self, docs):
+        """Predicted tokens in ``docs``: the unit the LM losses average over."""
+        return sum(max(0, len(d.main) - self._first_target) for d in docs)
+
     def _lm_batch(self, docs):
         """Padded ids and the (row, position) of every main-text target with its label."""
         ids, mask = pad_batch([np.concatenate([d.prompt, d.main]) for d in docs], self.corpus.pad_id)
-        first = 0 if self.predict_first_main_token else 1
         rows, positions, labels = [], [], []
         for row, d in enumerate(docs):
             start = len(d.prompt)
-            span = np.arange(first, len(d.main))
+            span = np.arange(self._first_target, len(d.main))
             rows.append(np.full(len(span), row))
             positions.append(start + span - 1)  # the state before a token predicts it
             labels.append(d.main[span])
@@ -241,18 +248,25 @@ class CLLM4Rec(GeneralRecommender):
         scores[:, 0] = float("-inf")
         return scores
 
-    def rec_loss(self, users):
-        """Multinomial likelihood of the held-out items given the masked history, summed over
-        targets and averaged over users (Multi-VAE style); plus MR towards the content tables."""
-        visible, targets = [], []
+    def recommendation_examples(self, users):
+        """(user, visible history, target items) per user: a fresh random mask each call."""
+        examples = []
         for u in users:
             shown, masked = self.corpus.split_history(u, self.rng, self.mask_ratio)
-            visible.append(shown)
-            targets.append(masked if self.finetune_target == "masked" else self.corpus.histories[u])
+            targets = masked if self.finetune_target == "masked" else self.corpus.histories[u]
+            examples.append((u, shown, targets))
+        return examples
+
+    def rec_loss(self, examples):
+        """Multinomial likelihood of the held-out items given the masked history, summed over
+        targets and averaged over users (Multi-VAE style); plus MR towards the content tables."""
+        users = np.asarray([u for u, _, _ in examples])
+        visible = [v for _, v, _ in examples]
+        targets = [t for _, _, t in examples]
         log_probs = F.log_softmax(self.rec_scores(users, visible), dim=1)
         multi_hot = torch.zeros_like(log_probs)
         for row, items in enumerate(targets):
-            multi_hot[row, torch.as_tensor(items, dtype=torch.long)] = 1.0
+            multi_hot[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0
         rec = -(torch.where(multi_hot > 0, log_probs, 0.0)).sum(1).mean()
         mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
         mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
@@ -263,7 +277,7 @@ class CLLM4Rec(GeneralRecommender):
     def calculate_loss(self, interaction):
         users = torch.unique(interaction[self.USER_ID]).cpu().numpy()
         users = users[[len(self.corpus.histories[u]) > 0 for u in users]]
-        return self.rec_loss(users)  # (multinomial loss, MR): RecBole logs and sums both
+        return self.rec_loss(self.recommendation_examples(users))  # (multinomial, MR): RecBole sums both
 
     @torch.no_grad()
     def full_sort_predict(self, interaction):
@@ -299,9 +313,13 @@ class CLLM4Rec(GeneralRecommender):
                 "embedding_sum": round(float(embedding.double().sum()), 3)}
 
     def other_parameter(self):
-        return {"backbone": self.backbone_fingerprint()}
+        # The random stream (masks, item order, batch order) goes along, so a resumed run
+        # continues exactly where the interrupted one was.
+        return {"backbone": self.backbone_fingerprint(), "rng": self.rng.bit_generator.state}
 
     def load_other_parameter(self, para):
+        if (para or {}).get("rng"):
+            self.rng.bit_generator.state = para["rng"]
         saved = (para or {}).get("backbone")
         if saved and saved != self.backbone_fingerprint():
             raise ValueError(

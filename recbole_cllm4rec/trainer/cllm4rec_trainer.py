@@ -14,12 +14,12 @@ import os
 from time import time
 
 import torch
-from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time, set_color
 from tqdm import tqdm
 
 from recbole_cllm4rec.data.corpus import CorpusError, length_batches
+from recbole_cllm4rec.distributed import all_reduce_sum, rank, shard, sum_gradients
 
 
 class CLLM4RecTrainer(Trainer):
@@ -60,29 +60,53 @@ class CLLM4RecTrainer(Trainer):
             self.logger.info(f"content corpus: {len(self._content_docs)} documents")
         return self._content_docs
 
-    # ---- one epoch of a language-model stage ------------------------------------------------
-    def _lm_epoch(self, stage, docs, loss_fn, optimizer, show_progress):
+    # ---- one step and one epoch of a stage -------------------------------------------------
+    def _step(self, optimizer, params, loss_fn, examples, lm_units=len):
+        """One optimiser step on a global batch. Under DDP each rank takes its shard and weighs
+        its losses by its share of the batch's units (target tokens for the LM term, documents
+        for MR), so the summed gradients are those of one process on the whole batch."""
+        local = shard(examples)
+        units, docs = lm_units(local), len(local)
+        all_units, all_docs = all_reduce_sum([units, docs])
+        optimizer.zero_grad()
+        lm = mr = 0.0
+        if docs:
+            lm_loss, mr_loss = loss_fn(local)
+            (lm_loss * (units / all_units if all_units else 0.0) + mr_loss * (docs / all_docs)).backward()
+            lm, mr = lm_loss.item() * docs, mr_loss.item() * docs
+        sum_gradients(params)
+        if self.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, **self.clip_grad_norm)
+        optimizer.step()
+        return lm, mr
+
+    def _epoch(self, stage, batches, step, show_progress):
+        """Run ``step(batch) -> (summed lm, summed mr)`` over the batches; log the means."""
         self.model.train()
-        lengths = [len(d.prompt) + len(d.main) for d in docs]
-        batches = length_batches(lengths, self.pretrain_batch_size, self.model.rng, self.max_batch_tokens)
+        n = sum(len(b) for b in batches)
         if show_progress:
             batches = tqdm(batches, desc=set_color(f"{stage:<13}", "pink"), ncols=100)
         start, tokens, lm_total, mr_total = time(), self.model.tokens_processed, 0.0, 0.0
         for batch in batches:
-            lm, mr = loss_fn([docs[i] for i in batch])
-            optimizer.zero_grad()
-            (lm + mr).backward()
-            optimizer.step()
-            lm_total += lm.item() * len(batch)
-            mr_total += mr.item() * len(batch)
-        return self._record(stage, start, self.model.tokens_processed - tokens, lm_total / len(docs), mr_total / len(docs))
+            lm, mr = step(batch)
+            lm_total, mr_total = lm_total + lm, mr_total + mr
+        tokens, lm_total, mr_total = all_reduce_sum([self.model.tokens_processed - tokens, lm_total, mr_total])
+        return self._record(stage, start, int(tokens), lm_total / n, mr_total / n)
+
+    def _lm_epoch(self, stage, docs, loss_fn, optimizer, show_progress):
+        lengths = [len(d.prompt) + len(d.main) for d in docs]
+        batches = length_batches(lengths, self.pretrain_batch_size, self.model.rng, self.max_batch_tokens)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return self._epoch(stage, batches, lambda batch: self._step(
+            optimizer, params, loss_fn, [docs[i] for i in batch], self.model.lm_target_count), show_progress)
 
     def _record(self, stage, start, tokens, lm, mr):
         seconds = time() - start
-        stats = self.stage_stats.setdefault(stage, {"epochs": 0, "tokens": 0, "seconds": 0.0})
+        stats = self.stage_stats.setdefault(stage, {"epochs": 0, "tokens": 0, "seconds": 0.0, "losses": []})
         stats["epochs"] += 1
         stats["tokens"] += tokens
         stats["seconds"] += seconds
+        stats["losses"].append((lm, mr))
         self.logger.info(
             set_color(f"{stage} epoch {stats['epochs']}", "green")
             + f" [time: {seconds:.2f}s, lm loss: {lm:.4f}, mr: {mr:.4f}, tokens/s: {tokens / seconds:.0f}]"
@@ -114,7 +138,7 @@ class CLLM4RecTrainer(Trainer):
             if self.use_content:
                 self.content_epoch("collab", self.content_optimizer, show_progress)
         model.init_rec_from_collab()
-        if saved and (config["pretrain_epochs"] or config["content_warmup_epochs"]):
+        if saved and rank() == 0 and (config["pretrain_epochs"] or config["content_warmup_epochs"]):
             path = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-pretrained-{get_local_time()}.pth")
             torch.save({"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
             self.logger.info(set_color("pretrained tables saved", "blue") + f": {path} (reuse: pretrained_file={path})")
@@ -135,26 +159,20 @@ class CLLM4RecTrainer(Trainer):
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self.model.train()
         corpus = self.model.corpus
         users = corpus.users_with_history()
         lengths = [len(corpus.histories[u]) for u in users]
         batches = length_batches(lengths, self.config["finetune_batch_size"], self.model.rng,
                                  self.max_batch_tokens)
-        if show_progress:
-            batches = tqdm(batches, desc=set_color(f"recommend {epoch_idx:>3}", "pink"), ncols=100)
-        start, tokens, rec_total, mr_total = time(), self.model.tokens_processed, 0.0, 0.0
-        for batch in batches:
-            interaction = Interaction({self.model.USER_ID: torch.as_tensor(users[batch])})
-            rec, mr = self.model.calculate_loss(interaction)
-            self.optimizer.zero_grad()
-            (rec + mr).backward()
-            if self.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters_of("rec"), **self.clip_grad_norm)
-            self.optimizer.step()
-            rec_total += rec.item() * len(batch)
-            mr_total += mr.item() * len(batch)
-        losses = self._record("recommend", start, self.model.tokens_processed - tokens, rec_total / len(users), mr_total / len(users))
+        params = self.model.parameters_of("rec")
+
+        def step(batch):
+            # Every rank draws the whole batch's masks (one random stream on all ranks), then
+            # trains on its shard of the (history, targets) pairs.
+            examples = self.model.recommendation_examples(users[batch])
+            return self._step(self.optimizer, params, self.model.rec_loss, examples)
+
+        losses = self._epoch("recommend", batches, step, show_progress)
         if self.use_content and self.config["finetune_content_epochs"]:
             if not hasattr(self, "finetune_content_optimizer"):
                 self.finetune_content_optimizer = self._build_optimizer(params=self.model.parameters_of("content"))
