@@ -49,7 +49,7 @@ def main():
     from recbole.utils import init_seed
 
     import recbole_cllm4rec  # noqa: F401
-    from recbole_cllm4rec.data.corpus import length_batches, pad_batch
+    from recbole_cllm4rec.data.corpus import length_batches
     from recbole_cllm4rec.data.text import entity_texts
     from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
     from recbole_cllm4rec.quick_start import build_config
@@ -80,9 +80,7 @@ def main():
     histories = [corpus.eval_history(u, config["seed"]) for u in users]
     with torch.no_grad():
         for batch in length_batches([len(h) for h in histories], model.llm_batch_size, max_tokens=model.max_batch_tokens):
-            ids, mask = pad_batch([corpus.rec_prompt(users[i], histories[i]) for i in batch], corpus.pad_id)
-            hidden = model.hidden_states(ids, mask, "rec")
-            states[users[batch]] = hidden[torch.arange(len(batch)), torch.as_tensor(mask.sum(1) - 1)]
+            states[users[batch]] = model.prompt_states(users[batch], [histories[i] for i in batch])
         seen = torch.zeros(n_users, n_items)
         for u in users:
             seen[u, torch.as_tensor(corpus.histories[u], dtype=torch.long)] = 1

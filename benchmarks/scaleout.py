@@ -30,25 +30,23 @@ SHORT_SCHEDULE = {"use_content": False, "content_warmup_epochs": 0, "pretrain_ep
 
 
 def stage_batches(trainer, stage, n):
-    """The first ``n + 1`` global batches the trainer would train ``stage`` on, as (examples,
-    loss function, optimiser, tables, units function, padded ids, mask)."""
-    from recbole_cllm4rec.data.corpus import length_batches, pad_batch
+    """The first ``n + 1`` global batches the trainer would train ``stage`` on, built by the
+    trainer's own methods, as (examples, loss function, optimiser, tables, units function,
+    padded ids, mask)."""
+    from recbole_cllm4rec.data.corpus import pad_batch
 
     model, corpus = trainer.model, trainer.model.corpus
-    users = corpus.users_with_history()
     out = []
     if stage == "collaborative":
-        docs = [corpus.collaborative_document(u, model.rng, trainer.reorder_items) for u in users]
-        lengths = [len(d.prompt) + len(d.main) for d in docs]
-        for batch in length_batches(lengths, trainer.pretrain_batch_size, model.rng, trainer.max_batch_tokens)[:n + 1]:
+        docs = trainer.collaborative_docs()
+        for batch in trainer.lm_batches(docs)[:n + 1]:
             examples = [docs[i] for i in batch]
             ids, mask, *_ = model._lm_batch(examples)
-            partner = "content" if model.use_content else None
-            out.append((examples, lambda b: model.collaborative_loss(b, partner), trainer.collab_optimizer,
+            out.append((examples, trainer.collaborative_loss, trainer.collab_optimizer,
                         model.parameters_of("collab"), model.lm_target_count, ids, mask))
     else:
-        lengths = [len(corpus.histories[u]) for u in users]
-        for batch in length_batches(lengths, trainer.config["finetune_batch_size"], model.rng, trainer.max_batch_tokens)[:n + 1]:
+        users = corpus.users_with_history()
+        for batch in trainer.recommendation_batches(users)[:n + 1]:
             examples = model.recommendation_examples(users[batch])
             ids, mask = pad_batch([corpus.rec_prompt(u, v) for u, v, _ in examples], corpus.pad_id)
             out.append((examples, model.rec_loss, trainer.optimizer, model.parameters_of("rec"), len, ids, mask))
@@ -95,7 +93,7 @@ def efficiency(model_name, dataset, overrides, n_batches):
                 _sync(device)
                 start = time.time()
             embeds = (torch.randn(*ids.shape, hidden, device=device) * 0.02).requires_grad_()
-            with torch.autocast(device.type, dtype=model.autocast or torch.float32, enabled=model.autocast is not None):
+            with model.autocast_context():
                 out = backbone(inputs_embeds=embeds, attention_mask=torch.as_tensor(mask, device=device))
             out.last_hidden_state.float().sum().backward()
         _sync(device)

@@ -76,7 +76,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     ``nproc`` > 1 (or a ``world_size`` over several machines) trains with torch DDP the way
     RecBole's ``run`` does: ``nproc`` local ranks, ranks ``group_offset`` and up, rendezvous at
     ``ip:port``; gloo on CPU, NCCL on GPU. Rank 0's result is returned."""
-    if nproc > 1 or world_size > 0:
+    if is_multi_process(nproc, world_size):
         return _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc,
                                 world_size if world_size > 0 else nproc, ip, port, group_offset)
     from recbole.data import create_dataset, data_preparation
@@ -130,6 +130,11 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
         "protocol": protocol(config),
         "stages": getattr(trainer, "stage_stats", {}),  # per-stage tokens and seconds (LLM models)
     }
+
+
+def is_multi_process(nproc=1, world_size=-1, **_rendezvous):
+    """Whether ``run``'s launch arguments ask for torch DDP ranks rather than one process."""
+    return nproc > 1 or world_size > 0
 
 
 def _run_rank(local_rank, args, queue):
@@ -191,7 +196,7 @@ def _run_isolated(jobs, launch=None):
     ctx = multiprocessing.get_context("spawn")
     results = []
     for label, args in jobs:
-        if launch and (launch.get("nproc", 1) > 1 or launch.get("world_size", -1) > 0):
+        if is_multi_process(**(launch or {})):
             result = run(*args, **launch)
         else:
             with ctx.Pool(1) as pool:

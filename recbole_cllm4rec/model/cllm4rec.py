@@ -165,10 +165,14 @@ class CLLM4Rec(GeneralRecommender):
         mask = torch.as_tensor(mask, device=self.device)
         self.tokens_processed += int(mask.sum())
         embeds = self.embed(ids, kind)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
-                            enabled=self.autocast is not None):
+        with self.autocast_context():
             out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask)
         return out.last_hidden_state.float()
+
+    def autocast_context(self):
+        """The precision every backbone pass runs in (bf16 autocast where it is fast)."""
+        return torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                              enabled=self.autocast is not None)
 
     # ---- mutual regularisation ------------------------------------------------------------------
     def mutual_regularization(self, kind, partner, users, items, n_docs):
@@ -237,14 +241,17 @@ class CLLM4Rec(GeneralRecommender):
         return lm, mr
 
     # ---- recommendation (finetuning and ranking) -----------------------------------------------
-    def rec_scores(self, users, visible):
-        """Item scores [B, n_items] from the last state of the recommendation prompt."""
+    def prompt_states(self, users, visible):
+        """Last states [B, H] of the recommendation prompts over the ``visible`` histories."""
         prompts = [self.corpus.rec_prompt(u, v) for u, v in zip(users, visible)]
         ids, mask = pad_batch(prompts, self.corpus.pad_id)
         hidden = self.hidden_states(ids, mask, "rec")
         last = torch.as_tensor(mask.sum(1) - 1, device=self.device)
-        state = hidden[torch.arange(len(prompts), device=self.device), last]
-        scores = state @ self.item_rec.weight.t()
+        return hidden[torch.arange(len(prompts), device=self.device), last]
+
+    def rec_scores(self, users, visible):
+        """Item scores [B, n_items] from the last state of the recommendation prompt."""
+        scores = self.prompt_states(users, visible) @ self.item_rec.weight.t()
         scores[:, 0] = float("-inf")
         return scores
 

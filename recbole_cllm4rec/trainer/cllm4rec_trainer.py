@@ -93,11 +93,19 @@ class CLLM4RecTrainer(Trainer):
         tokens, lm_total, mr_total = all_reduce_sum([self.model.tokens_processed - tokens, lm_total, mr_total])
         return self._record(stage, start, int(tokens), lm_total / n, mr_total / n)
 
-    def _lm_epoch(self, stage, docs, loss_fn, optimizer, show_progress):
+    def lm_batches(self, docs):
+        """An LM epoch's global batches of document indices (length-bucketed, shuffled)."""
         lengths = [len(d.prompt) + len(d.main) for d in docs]
-        batches = length_batches(lengths, self.pretrain_batch_size, self.model.rng, self.max_batch_tokens)
+        return length_batches(lengths, self.pretrain_batch_size, self.model.rng, self.max_batch_tokens)
+
+    def recommendation_batches(self, users):
+        """A finetuning epoch's global batches of positions in ``users``."""
+        lengths = [len(self.model.corpus.histories[u]) for u in users]
+        return length_batches(lengths, self.config["finetune_batch_size"], self.model.rng, self.max_batch_tokens)
+
+    def _lm_epoch(self, stage, docs, loss_fn, optimizer, show_progress):
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        return self._epoch(stage, batches, lambda batch: self._step(
+        return self._epoch(stage, self.lm_batches(docs), lambda batch: self._step(
             optimizer, params, loss_fn, [docs[i] for i in batch], self.model.lm_target_count), show_progress)
 
     def _record(self, stage, start, tokens, lm, mr):
@@ -113,11 +121,16 @@ class CLLM4RecTrainer(Trainer):
         )
         return lm, mr
 
+    def collaborative_docs(self):
+        """One collaborative document per user, items freshly permuted (a new draw each call)."""
+        corpus = self.model.corpus
+        return [corpus.collaborative_document(u, self.model.rng, self.reorder_items) for u in corpus.users_with_history()]
+
+    def collaborative_loss(self, docs):
+        return self.model.collaborative_loss(docs, "content" if self.use_content else None)
+
     def collaborative_epoch(self, show_progress=False):
-        users = self.model.corpus.users_with_history()
-        docs = [self.model.corpus.collaborative_document(u, self.model.rng, self.reorder_items) for u in users]
-        partner = "content" if self.use_content else None
-        return self._lm_epoch("collaborative", docs, lambda b: self.model.collaborative_loss(b, partner),
+        return self._lm_epoch("collaborative", self.collaborative_docs(), self.collaborative_loss,
                               self.collab_optimizer, show_progress)
 
     def content_epoch(self, partner, optimizer, show_progress=False):
@@ -159,11 +172,8 @@ class CLLM4RecTrainer(Trainer):
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        corpus = self.model.corpus
-        users = corpus.users_with_history()
-        lengths = [len(corpus.histories[u]) for u in users]
-        batches = length_batches(lengths, self.config["finetune_batch_size"], self.model.rng,
-                                 self.max_batch_tokens)
+        users = self.model.corpus.users_with_history()
+        batches = self.recommendation_batches(users)
         params = self.model.parameters_of("rec")
 
         def step(batch):
