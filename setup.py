@@ -18,7 +18,7 @@ setup(
     packages=find_packages(include=["recbole_cllm4rec", "recbole_cllm4rec.*"]) + ["recbole_cllm4rec.properties"],
     # the top-level properties/ folder travels inside the wheel as recbole_cllm4rec/properties
     package_dir={"recbole_cllm4rec.properties": "properties"},
-    package_data={"recbole_cllm4rec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    package_data={"recbole_cllm4rec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "preset/*.yaml"]},
     install_requires=[
         "torch>=2.6",
         "numpy>=1.26",
@@ -26,6 +26,6 @@ setup(
         "gguf>=0.10",
         "accelerate>=1.0",
     ] + RECBOLE_RUNTIME,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "bench": ["matplotlib>=3.7"]},  # bench: the plots in results/
     py_modules=["run_recbole"],
 )

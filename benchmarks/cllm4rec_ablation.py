@@ -15,11 +15,30 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from run_recbole import parse_overrides  # noqa: E402
 
+PAPER_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "properties", "preset", "CLLM4Rec-paper.yaml")
+
+
+def paper_preset():
+    import yaml
+
+    with open(PAPER_PRESET, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+# One row per lever: each departs from the default in that lever alone.
 VARIANTS = {
-    "full": {},
-    "no content": {"use_content": False},          # collaborative-only: no content LM, no MR
-    "no MR": {"mr_weight": 0.0},                     # both LMs, untied
+    "default": {},
+    "paper preset": "paper",                         # properties/preset/CLLM4Rec-paper.yaml
+    "last-state read-out (paper)": {"readout": "last"},
+    "all 30 layers (paper)": {"readout_layers": 0},
+    "ID rows at raw scale (paper)": {"id_input_scale": 1.0},
+    "raw dot-product head without bias (paper)": {"scaled_item_logits": False, "item_bias": False},
+    "masked target (paper)": {"finetune_target": "masked"},
+    "no content (collaborative only)": {"use_content": False},
+    "no MR": {"mr_weight": 0.0},
     "no pretraining": {"pretrain_epochs": 0, "content_warmup_epochs": 0},
+    "random-weight backbone": {"llm_weights": "random"},
 }
 
 
@@ -37,7 +56,8 @@ def main():
     from recbole_cllm4rec.quick_start import compare_variants
 
     results_file = args.results_file or f"results/cllm4rec-ablation-{args.dataset}.md"
-    _, table = compare_variants("CLLM4Rec", {v: VARIANTS[v] for v in chosen}, args.dataset,
+    variants = {v: paper_preset() if VARIANTS[v] == "paper" else VARIANTS[v] for v in chosen}
+    _, table = compare_variants("CLLM4Rec", variants, args.dataset,
                                 config_dict=parse_overrides(rest), results_file=results_file)
     print(table)
     print(f"\nwritten to {results_file}")

@@ -88,7 +88,7 @@ def main():
         inter = valid._dataset.inter_feat
         truth[inter[config["USER_ID_FIELD"]], inter[config["ITEM_ID_FIELD"]]] = 1
         print(f"popularity           valid NDCG@10 {ndcg_at_10(seen.sum(0).expand(n_users, -1), seen, truth):.4f}")
-        print(f"model's tied head    valid NDCG@10 {ndcg_at_10(states @ model.item_rec.weight.t(), seen, truth):.4f}")
+        print(f"model's tied head    valid NDCG@10 {ndcg_at_10(model.item_logits(states, 'rec'), seen, truth):.4f}")
         cos = F.normalize(states[users], dim=1)
         print(f"mean cosine between users' states {float((cos @ cos.t()).mean()):.3f}")
 

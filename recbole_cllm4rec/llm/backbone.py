@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -184,6 +185,17 @@ def load_causal_lm(llm_path=DEFAULT_LLM, cache_dir=None, dtype=torch.float32):
     return model.eval(), tokenizer
 
 
+def randomly_initialised(model, seed=0):
+    """The same architecture with fresh random weights (the ablation that shows what the LLM's
+    pretraining adds); seeded, so a checkpoint's model is rebuilt identically."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = AutoModelForCausalLM.from_config(model.config)
+    return fresh.to(model.dtype).eval()
+
+
 def text_start_ids(tokenizer):
     """Ids that begin a plain-text document for this tokenizer.
 
@@ -194,3 +206,34 @@ def text_start_ids(tokenizer):
     if isinstance(eot, int) and tokenizer.convert_ids_to_tokens(eot) == "<|endoftext|>":
         return [eot]
     return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+
+def decoder_layer_count(base):
+    return len(_decoder_layers(base)[1])
+
+
+def _decoder_layers(base):
+    """(attribute name, ModuleList) of a base model's decoder blocks (Llama-style or GPT-2)."""
+    for name in ("layers", "h"):
+        layers = getattr(base, name, None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return name, layers
+    raise BackboneError(f"cannot find the decoder layers of {type(base).__name__} (expected .layers or .h)")
+
+
+@contextmanager
+def first_layers(base, count):
+    """Run only the first ``count`` decoder blocks of ``base`` (its final norm still applies);
+    ``count`` 0 or the full depth leaves the model as it is. The weights are never touched."""
+    name, layers = _decoder_layers(base)
+    if not count or count >= len(layers):
+        yield
+        return
+    depth = base.config.num_hidden_layers
+    setattr(base, name, layers[:count])
+    base.config.num_hidden_layers = count  # Llama iterates layers[:num_hidden_layers]
+    try:
+        yield
+    finally:
+        setattr(base, name, layers)
+        base.config.num_hidden_layers = depth

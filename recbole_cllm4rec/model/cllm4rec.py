@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
-from recbole_cllm4rec.llm.backbone import load_causal_lm
+from recbole_cllm4rec.llm.backbone import decoder_layer_count, first_layers, load_causal_lm, randomly_initialised
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
@@ -85,9 +85,13 @@ class CLLM4Rec(GeneralRecommender):
         self.seed = config["seed"]
         self.llm_path = config["llm_path"]
         self.use_content = config["use_content"]
+        self.readout = config["readout"]
+        self.id_input_scale = config["id_input_scale"]
         self.tokens_processed = 0  # non-padding tokens through the backbone, for tokens/s
 
         self.backbone, tokenizer = load_causal_lm(config["llm_path"], config["llm_cache_dir"])
+        if config["llm_weights"] == "random":
+            self.backbone = randomly_initialised(self.backbone, config["seed"])
         self.backbone.requires_grad_(False)
         self.backbone.set_attn_implementation(attention_implementation(config["attn_implementation"], config["device"]))
         if not config["backbone_dropout"]:
@@ -97,10 +101,24 @@ class CLLM4Rec(GeneralRecommender):
         self.autocast = autocast_dtype(config["autocast"], torch.device(config["device"]))
         self.rng = np.random.default_rng(config["seed"])
 
+        depth = decoder_layer_count(self.backbone.base_model)
+        self.readout_layers = config["readout_layers"]
+        if self.readout_layers > depth:
+            raise ValueError(f"CLLM4Rec config 'readout_layers: {self.readout_layers}' exceeds the backbone's "
+                             f"{depth} layers; use 0 (all) or a number up to {depth}")
         hidden = self.backbone.config.hidden_size
+        # Scaled dot product: the final-normed states have norm ~sqrt(hidden) x the norm's gain
+        # (43 for SmolLM2), so raw dot products made each Adam step on a row move its logit by ~2.
+        self.logit_scale = hidden ** -0.5 if config["scaled_item_logits"] else 1.0
         self.user_collab, self.item_collab = self._tables(hidden, config["id_init_std"])
         self.user_content, self.item_content = self._tables(hidden, config["id_init_std"])
         self.user_rec, self.item_rec = self._tables(hidden, config["id_init_std"])
+        # Item heads' biases, started at the training items' log-frequency (the unigram prior),
+        # so the dot product only has to carry what popularity does not.
+        self.item_bias = nn.ParameterDict()
+        if config["item_bias"]:
+            prior = self._log_popularity()
+            self.item_bias.update({kind: nn.Parameter(prior.clone()) for kind in ("collab", "rec")})
         self.init_rec_from_collab()
 
     # ---- set-up --------------------------------------------------------------------------
@@ -115,6 +133,12 @@ class CLLM4Rec(GeneralRecommender):
             "eval_max_doc_items": lambda v: isinstance(v, int) and v > 0,
             "max_text_tokens": lambda v: isinstance(v, int) and v > 0,
             "llm_batch_size": lambda v: isinstance(v, int) and v > 0,
+            "readout_layers": lambda v: isinstance(v, int) and v >= 0,
+            "readout": lambda v: v in ("last", "mean"),
+            "llm_weights": lambda v: v in ("pretrained", "random"),
+            "id_input_scale": lambda v: isinstance(v, (int, float)) and v > 0,
+            "scaled_item_logits": lambda v: isinstance(v, bool),
+            "item_bias": lambda v: isinstance(v, bool),
         }
         for key, ok in checks.items():
             if not ok(config[key]):
@@ -128,18 +152,25 @@ class CLLM4Rec(GeneralRecommender):
         nn.init.normal_(items.weight, std=std)
         return users, items
 
+    def _log_popularity(self):
+        counts = np.bincount(np.concatenate(self.corpus.histories), minlength=self.n_items)
+        return torch.log_softmax(torch.as_tensor(np.log1p(counts), dtype=torch.float32), 0)
+
     def tables(self, kind):
         return {"collab": (self.user_collab, self.item_collab),
                 "content": (self.user_content, self.item_content),
                 "rec": (self.user_rec, self.item_rec)}[kind]
 
     def parameters_of(self, kind):
-        return [t.weight for t in self.tables(kind)]
+        bias = [self.item_bias[kind]] if kind in self.item_bias else []
+        return [t.weight for t in self.tables(kind)] + bias
 
     @torch.no_grad()
     def init_rec_from_collab(self):
         self.user_rec.weight.copy_(self.user_collab.weight)
         self.item_rec.weight.copy_(self.item_collab.weight)
+        if self.item_bias:
+            self.item_bias["rec"].copy_(self.item_bias["collab"])
 
     def train(self, mode=True):
         super().train(mode)
@@ -157,17 +188,32 @@ class CLLM4Rec(GeneralRecommender):
         vocab = self.backbone.get_input_embeddings()(torch.where(ids < uo, ids, 0))
         user_rows = users(torch.where(is_user, ids - uo, 0))
         item_rows = items(torch.where(is_item, ids - io, 0))
-        return torch.where(is_user[..., None], user_rows, torch.where(is_item[..., None], item_rows, vocab))
+        # ID rows start small (std 0.02) for a sane first item loss, but a frozen LM reads
+        # vocabulary rows of norm ~3; id_input_scale lets the ID words steer it from the start.
+        id_rows = torch.where(is_user[..., None], user_rows, item_rows) * self.id_input_scale
+        return torch.where((is_user | is_item)[..., None], id_rows, vocab)
 
     def hidden_states(self, ids, mask, kind):
-        """Final-layer states [B, L, H] of the frozen backbone over soft+hard prompts."""
+        """Normed states [B, L, H] of the frozen backbone over soft+hard prompts: after every
+        layer for the content LM (its vocabulary head needs them), after the first
+        ``readout_layers`` for the item LMs (collaborative, recommendation)."""
         ids = torch.as_tensor(ids, device=self.device)
         mask = torch.as_tensor(mask, device=self.device)
         self.tokens_processed += int(mask.sum())
         embeds = self.embed(ids, kind)
-        with self.autocast_context():
-            out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask)
+        depth = 0 if kind == "content" else self.readout_layers
+        with self.autocast_context(), first_layers(self.backbone.base_model, depth):
+            out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state.float()
+
+    def item_logits(self, states, kind):
+        """Item-head logits [N, n_items] of ``states`` [N, H]: tied to the kind's input item
+        table, optionally scaled and biased; RecBole's padding item 0 never wins."""
+        logits = states @ self.tables(kind)[1].weight.t() * self.logit_scale
+        if kind in self.item_bias:
+            logits = logits + self.item_bias[kind]
+        logits[:, 0] = float("-inf")
+        return logits
 
     def autocast_context(self):
         """The precision every backbone pass runs in (bf16 autocast where it is fast)."""
@@ -214,8 +260,7 @@ class CLLM4Rec(GeneralRecommender):
         head tied to the collaborative item table; plus MR towards ``partner``."""
         ids, mask, rows, positions, labels = self._lm_batch(docs)
         hidden = self.hidden_states(ids, mask, "collab")[rows, positions]
-        logits = hidden @ self.item_collab.weight.t()
-        logits[:, 0] = float("-inf")  # RecBole's padding item
+        logits = self.item_logits(hidden, "collab")
         targets = torch.as_tensor(labels - self.corpus.item_offset, device=self.device)
         lm = F.cross_entropy(logits, targets)
         items = np.concatenate([d.main for d in docs]) - self.corpus.item_offset
@@ -242,18 +287,23 @@ class CLLM4Rec(GeneralRecommender):
 
     # ---- recommendation (finetuning and ranking) -----------------------------------------------
     def prompt_states(self, users, visible):
-        """Last states [B, H] of the recommendation prompts over the ``visible`` histories."""
+        """The recommendation prompts' read-out [B, H] over the ``visible`` histories: the
+        last state (paper), or the mean state over the history's item positions ("mean"),
+        where each item word's own row stays in the residual stream. A prompt with no
+        visible item reads out zeros, so the item bias alone ranks for it."""
         prompts = [self.corpus.rec_prompt(u, v) for u, v in zip(users, visible)]
         ids, mask = pad_batch(prompts, self.corpus.pad_id)
         hidden = self.hidden_states(ids, mask, "rec")
-        last = torch.as_tensor(mask.sum(1) - 1, device=self.device)
-        return hidden[torch.arange(len(prompts), device=self.device), last]
+        if self.readout == "last":
+            last = torch.as_tensor(mask.sum(1) - 1, device=self.device)
+            return hidden[torch.arange(len(prompts), device=self.device), last]
+        is_item = torch.as_tensor((ids >= self.corpus.item_offset) & (mask > 0), device=self.device)
+        weights = is_item.float() / is_item.sum(1, keepdim=True).clamp(min=1)
+        return torch.einsum("bl,blh->bh", weights, hidden)
 
     def rec_scores(self, users, visible):
-        """Item scores [B, n_items] from the last state of the recommendation prompt."""
-        scores = self.prompt_states(users, visible) @ self.item_rec.weight.t()
-        scores[:, 0] = float("-inf")
-        return scores
+        """Item scores [B, n_items] from the read-out of the recommendation prompt."""
+        return self.item_logits(self.prompt_states(users, visible), "rec")
 
     def recommendation_examples(self, users):
         """(user, visible history, target items) per user: a fresh random mask each call."""
