@@ -11,8 +11,11 @@ Reference code:
 
 A frozen causal LM reads atomic ``user_u`` / ``item_j`` words whose embeddings live in three
 pairs of trainable tables: collaborative (U^l, V^l), content (U^c, V^c) and recommendation
-(U^r, V^r, initialised from U^l, V^l). Only these tables train; the backbone, its vocabulary
-embeddings and its vocabulary head never change.
+(U^r, V^r, initialised from U^l, V^l). Only these tables (and, with ``item_bias``, one bias per
+item head) train; the backbone, its vocabulary embeddings and its vocabulary head never change.
+The defaults read the LM differently from the paper (first ``readout_layers`` layers, mean over
+the history's item positions, scaled logits, ID rows scaled on input); the paper's read-out is
+properties/preset/CLLM4Rec-paper.yaml.
 """
 
 import os
