@@ -16,7 +16,8 @@ def parse_overrides(args):
     overrides = {}
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"error: unrecognised argument '{arg}'; overrides take the form --key=value")
+            print(f"error: unrecognised argument '{arg}'; overrides take the form --key=value", file=sys.stderr)
+            raise SystemExit(2)
         key, value = arg[2:].split("=", 1)
         try:
             overrides[key] = yaml.safe_load(value)
@@ -49,6 +50,10 @@ def main(argv=None):
         print("RecBole:", ", ".join(theirs))
         return 0
     models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not models:
+        print(f"error: --model={args.model!r} names no model: give a name (e.g. --model=BPR) or a comma "
+              f"list (--model=BPR,LightGCN); --list_models lists them", file=sys.stderr)
+        return 2
     config_files = args.config_files.split() if args.config_files else None
     overrides = parse_overrides(rest)
     launch = {"nproc": args.nproc, "world_size": args.world_size, "ip": args.ip, "port": args.port,
@@ -64,11 +69,15 @@ def main(argv=None):
                   f"peak RSS {result['peak_rss_mb']:.0f} MB, model file {result['model_file']}")
         else:
             results_file = args.results_file or f"results/{args.dataset}.md"
-            _, table = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file, **launch)
+            results, table = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file, **launch)
             print(table)
             print(f"\nwritten to {results_file}")
+            failed = [r["model"] for r in results if r.get("failed")]
+            if failed:  # the table keeps the finished rows; the exit code still says a run failed
+                print(f"error: {', '.join(failed)} failed; the table says why", file=sys.stderr)
+                return 1
     except recbole_cllm4rec.USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # always one line
         return 2
     return 0
 

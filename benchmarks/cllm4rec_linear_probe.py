@@ -59,7 +59,7 @@ def main():
     train, valid, _ = data_preparation(config, create_dataset(config))
     model = CLLM4Rec(config, train._dataset)
     if args.pretrained_file:
-        saved = torch.load(args.pretrained_file, map_location="cpu", weights_only=False)
+        saved = torch.load(args.pretrained_file, map_location="cpu", weights_only=True)  # tables only: no pickle
         model.load_other_parameter(saved.get("other_parameter"))
         model.load_state_dict(saved["state_dict"])
         model.init_rec_from_collab()

@@ -19,10 +19,13 @@ from recbole_cllm4rec.quick_start import ConfigFileError, compare, run  # noqa: 
 from recbole_cllm4rec.llm.backbone import BackboneError  # noqa: E402
 from recbole_cllm4rec.data.text import TextFieldError  # noqa: E402
 from recbole_cllm4rec.data.corpus import CorpusError  # noqa: E402
+from recbole_cllm4rec.validation import InputError  # noqa: E402
+from recbole_cllm4rec.checkpoint import CheckpointError  # noqa: E402
+from recbole_cllm4rec.quick_start import UnguardedMainError  # noqa: E402
 
 # Mistakes in a user's input: the CLI prints their message (which says the fix), no traceback.
 USER_ERRORS = (ModelNotFoundError, DatasetNotFoundError, ConfigFileError, BackboneError,
-               TextFieldError, CorpusError)
+               TextFieldError, CorpusError, InputError, CheckpointError, UnguardedMainError)
 
 __version__ = "0.1.0"
 __all__ = ["run", "compare", "get_model", "get_trainer", "ModelNotFoundError",

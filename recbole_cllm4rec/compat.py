@@ -6,6 +6,7 @@ same BPR and LightGCN numbers came out on numpy 1.26 and on numpy 2.4 with these
 """
 
 import csv
+import os
 import sys
 import types
 
@@ -32,10 +33,13 @@ def _numpy_aliases():
 
 def _torch_load_checkpoints():
     """torch >= 2.6 defaults ``torch.load(weights_only=True)``, but RecBole's checkpoints pickle
-    its ``Config`` (RecBole issues #2155, #2212). Only calls made from inside RecBole, which load
-    checkpoints the user's own runs wrote, get the old default back. Those calls also map a GPU
-    checkpoint onto the CPU when no GPU is present, and a DDP or GPU run's saved config is made
-    loadable by one process here."""
+    its ``Config`` (RecBole issues #2155, #2212), so its loads fail. Upstream's workaround,
+    ``weights_only=False``, lets a crafted ``.pth`` run code through ``resume_file``,
+    ``load_data_and_model`` or ``evaluate(model_file=)``. Calls made from inside RecBole go
+    through ``checkpoint.load_checkpoint`` instead: an allow-list unpickler (``weights_only=True``'s
+    rule) that builds only the plain-data types RecBole's checkpoints hold (its Config, enums,
+    numpy scalars), anything else refused, NaN/inf tensors refused. They also map a GPU checkpoint onto the CPU when no
+    GPU is present, and a DDP or GPU run's saved config is made loadable by one process here."""
     import torch
 
     if getattr(torch.load, "_recbole_compat", False):
@@ -44,17 +48,12 @@ def _torch_load_checkpoints():
 
     def load(f, *args, **kwargs):
         caller = sys._getframe(1).f_globals.get("__name__", "")
-        if not caller.startswith("recbole."):
+        if not caller.startswith("recbole.") or not isinstance(f, (str, os.PathLike)):
             return original(f, *args, **kwargs)
-        kwargs.setdefault("weights_only", False)
-        if not args and not torch.cuda.is_available():
-            kwargs.setdefault("map_location", "cpu")
-        checkpoint = original(f, *args, **kwargs)
-        if isinstance(checkpoint, dict) and hasattr(checkpoint.get("config"), "final_config_dict"):
-            from recbole_cllm4rec.distributed import single_process_config
+        from recbole_cllm4rec.checkpoint import load_checkpoint
 
-            single_process_config(checkpoint["config"])
-        return checkpoint
+        map_location = args[0] if args else kwargs.get("map_location")
+        return load_checkpoint(f, map_location, require_state_dict=False)
 
     load._recbole_compat = True
     torch.load = load
@@ -119,6 +118,63 @@ def _atomic_files_unquoted():
         dataset_module.pd = _PandasLiteralText(dataset_module.pd)
 
 
+def _atomic_files_checked():
+    """RecBole's ``Dataset._load_feat`` reads an atomic file's header with
+    ``field, ftype = column.split(":")`` and its rows with ``pandas.read_csv``, so an empty file, a
+    header column without ``:type``, or a word in a float column end in a bare ``ValueError``
+    (``not enough values to unpack``, ``could not convert string to float``) with no file or line
+    named, and rows with missing columns are dropped or filled without a word. This checks each
+    file first (``validation.check_atomic_file``): one-line errors naming the file, line and
+    column, and a warning with the count of short rows."""
+    from logging import getLogger
+
+    from recbole.data.dataset import Dataset
+    from recbole.utils.enum_type import FeatureSource
+
+    from recbole_cllm4rec.validation import AtomicFileError, check_atomic_file
+
+    if getattr(Dataset._load_feat, "_checked", False):
+        return
+    load_feat = Dataset._load_feat
+
+    def _load_feat(self, filepath, source):
+        load_col, unload_col = self._get_load_and_unload_col(source)
+        if load_col == set():
+            return load_feat(self, filepath, source)
+        separator, encoding = self.config["field_separator"], self.config["encoding"]
+        with open(filepath, encoding=encoding) as f:
+            header = [c.split(":")[0] for c in f.readline().rstrip("\r\n").split(separator)]
+        wanted = [c for c in header if (load_col is None or c in load_col) and not (unload_col and c in unload_col)]
+        check_atomic_file(filepath, separator, encoding, float_fields=wanted, logger=getLogger())
+        if source == FeatureSource.INTERACTION:
+            missing = [f for f in (self.uid_field, self.iid_field) if f and f not in wanted]
+            if missing:
+                raise AtomicFileError(
+                    f"{os.path.basename(filepath)} has no column {', '.join(missing)} (loaded columns: "
+                    f"{', '.join(wanted)}): check its header, USER_ID_FIELD / ITEM_ID_FIELD and load_col")
+        return load_feat(self, filepath, source)
+
+    _load_feat._checked = True
+    Dataset._load_feat = _load_feat
+
+
+def _config_strings_literal():
+    """RecBole's ``Config._convert_config_dict`` runs ``eval`` on every string value of
+    ``config_dict`` and of the command line, so ``--x=__import__('os').system(...)`` runs code
+    and ``--epochs=1+1`` becomes 2. Strings are read as Python literals only
+    (``validation.literal``: numbers, lists, dicts, True/False/None), never evaluated."""
+    from recbole.config import configurator
+
+    from recbole_cllm4rec.validation import literal
+
+    def _convert_config_dict(self, config_dict):
+        for key in config_dict:
+            config_dict[key] = literal(config_dict[key])
+        return config_dict
+
+    configurator.Config._convert_config_dict = _convert_config_dict
+
+
 def _check_pandas():
     """pandas 3's copy-on-write makes RecBole's ``df[field].fillna(inplace=True)`` a no-op, so
     NaNs stay unfilled and an empty ``token_seq`` cell crashes (dataset.py:501)."""
@@ -152,6 +208,8 @@ def apply():
     _torch_load_checkpoints()
     _scipy_dok_update()
     _atomic_files_unquoted()
+    _atomic_files_checked()
+    _config_strings_literal()
     from recbole_cllm4rec import distributed
 
     distributed.apply()  # multi-process runs on CPU (gloo) and GPU, without RecBole's races

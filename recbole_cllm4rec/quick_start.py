@@ -15,10 +15,12 @@ from logging import getLogger
 import yaml
 
 from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
+from recbole_cllm4rec import validation
 
 
 class ConfigFileError(ValueError):
-    pass
+    def __init__(self, message):  # one line (a yaml error spans several), as the CLI prints it
+        super().__init__(" ".join(str(message).split()))
 
 
 @contextmanager
@@ -56,9 +58,17 @@ def build_config(model, dataset="ml-100k", config_file_list=None, config_dict=No
 
     model_class = get_model(model)
     files = config_files_for(model, dataset, config_file_list)
-    with _no_command_line():
-        config = Config(model=model_class, dataset=dataset, config_file_list=files,
-                        config_dict=dict(config_dict or {}))
+    # Every user-given value is checked here, once, before RecBole sees it (validation.py).
+    validation.check_user_settings(model, dataset, config_file_list, config_dict)
+    try:
+        with _no_command_line():
+            config = Config(model=model_class, dataset=dataset, config_file_list=files,
+                            config_dict=dict(config_dict or {}))
+    except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError, AssertionError) as err:
+        if isinstance(err, validation.InputError):
+            raise
+        raise validation.ConfigValueError(f"RecBole rejected the configuration of {model}: {err}") from err
+    validation.check_config(config)
     return config
 
 
@@ -76,16 +86,19 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     ``nproc`` > 1 (or a ``world_size`` over several machines) trains with torch DDP the way
     RecBole's ``run`` does: ``nproc`` local ranks, ranks ``group_offset`` and up, rendezvous at
     ``ip:port``; gloo on CPU, NCCL on GPU. Rank 0's result is returned."""
+    _refuse_unguarded_main("run", spawns=is_multi_process(nproc, world_size))
     if is_multi_process(nproc, world_size):
         return _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc,
                                 world_size if world_size > 0 else nproc, ip, port, group_offset)
     from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_logger, init_seed
+    from recbole.utils import init_seed
+
+    from recbole_cllm4rec.checkpoint import init_run_logger
 
     start = time.time()
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)  # log/<Model>/...-<run stamp>-<md5>.log: one file per run
     logger = getLogger()
     if config["local_rank"] != 0:  # one log file per run, written by rank 0
         for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
@@ -98,6 +111,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    validation.check_data(config, data, train_data, valid_data, test_data)  # before any model is built
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -127,6 +141,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
         "total_time_s": time.time() - start,
         "peak_rss_mb": peak_rss_mb(),
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
+        "log_file": next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), None),
         "protocol": protocol(config),
         "stages": getattr(trainer, "stage_stats", {}),  # per-stage tokens and seconds (LLM models)
     }
@@ -190,57 +205,167 @@ def _run_in_child(args):
     return run(*args)
 
 
-def _run_isolated(jobs, launch=None):
+def _run_isolated(jobs, launch=None, on_result=None):
     """Run each ``(label, run arguments)`` job in fresh processes, so peak memory is its own;
-    ``launch`` holds ``run``'s multi-process arguments (its ranks are fresh processes already)."""
+    ``launch`` holds ``run``'s multi-process arguments (its ranks are fresh processes already).
+    A job that fails (an error, or its process killed) gives a row ``{"model", "failed"}`` and the
+    next job runs; ``on_result(results so far)`` is called after every job."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = multiprocessing.get_context("spawn")
     results = []
     for label, args in jobs:
-        if is_multi_process(**(launch or {})):
-            result = run(*args, **launch)
-        else:
-            with ctx.Pool(1) as pool:
-                result = pool.apply(_run_in_child, (args,))
+        try:
+            if is_multi_process(**(launch or {})):
+                result = run(*args, **launch)
+            else:
+                # an executor, not a Pool: a Pool respawns a worker that dies and waits forever
+                with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                    result = pool.submit(_run_in_child, args).result()
+        except BrokenProcessPool:
+            result = {"failed": "its process died (killed, or out of memory?) before returning a result"}
+        except Exception as err:  # noqa: BLE001  one model's failure must not lose the others' rows
+            first = (str(err).strip().splitlines() or [""])[0]
+            result = {"failed": f"{type(err).__name__}: {first}" if first else type(err).__name__}
         if result is None:
             continue  # a multi-machine run whose rank 0 is elsewhere
         result["model"] = label
         results.append(result)
+        if on_result:
+            on_result(results)
     return results
+
+
+class UnguardedMainError(RuntimeError):
+    pass
+
+
+def _guarded_lines(path):
+    """Line ranges of the top-level ``if __name__ == "__main__":`` blocks of a script."""
+    import ast
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    ranges = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and len(node.test.comparators) == 1:
+            sides = [node.test.left, node.test.comparators[0]]
+            names = [n.id for n in sides if isinstance(n, ast.Name)]
+            consts = [n.value for n in sides if isinstance(n, ast.Constant)]
+            if names == ["__name__"] and consts == ["__main__"] and isinstance(node.test.ops[0], ast.Eq):
+                ranges.append((node.body[0].lineno, node.end_lineno))
+    return ranges
+
+
+def _refuse_unguarded_main(what, spawns=True):
+    """Spawned workers re-import the main script; top-level calls outside an ``if __name__ ==
+    "__main__":`` block then run again in every worker (which spawns again: training without
+    end). Stop at once, in the script itself (``spawns``) and in any worker re-running it."""
+    hint = (f"put the {what}(...) call of your script under `if __name__ == \"__main__\":` "
+            f"(worker processes start with the spawn method and re-run the script's top level)")
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>":
+            name = frame.f_globals.get("__name__")
+            if name == "__mp_main__":
+                raise UnguardedMainError(f"{what}() called while a worker process re-imported the main script: {hint}")
+            if name == "__main__" and spawns:
+                path = frame.f_globals.get("__file__")
+                ranges = _guarded_lines(path) if path and os.path.isfile(path) else None
+                if ranges is not None and not any(a <= frame.f_lineno <= b for a, b in ranges):
+                    raise UnguardedMainError(f"{what}() called at the top level of {path} (line {frame.f_lineno}) "
+                                             f"without a main guard: {hint}")
+                return
+        frame = frame.f_back
+
+
+def check_writable(path):
+    """Fail before any training when the results file cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"'{path}' is a folder")
+        probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.probe")
+        with open(probe, "w", encoding="utf-8"):
+            pass
+        os.remove(probe)
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PermissionError(f"'{path}' is read-only")
+    except OSError as err:
+        raise ConfigFileError(f"results_file '{path}' cannot be written ({err}); choose another path") from None
+
+
+def _writer(results_file, title, commands):
+    """``on_result`` for a comparison: rewrite the table after every finished model."""
+    state = {"path": results_file}
+
+    def write(results):
+        if not results_file:
+            return
+        table = results_table(results)
+        try:
+            write_results(state["path"], results, table, title, commands)
+        except OSError as err:
+            import tempfile
+
+            fallback = os.path.join(tempfile.gettempdir(), f"recbole_cllm4rec-{os.getpid()}-{os.path.basename(results_file)}")
+            message = f"could not write {state['path']} ({err}); the table goes to {fallback}"
+            getLogger().warning(message)
+            print(f"warning: {message}", file=sys.stderr)
+            state["path"] = fallback
+            write_results(fallback, results, table, title, commands)
+
+    return write
 
 
 def compare(models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None,
             saved=True, **launch):
     """Run several models on the same dataset and split; one side-by-side table. ``launch``:
-    ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``."""
+    ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``. The table is
+    rewritten after each model, and a model that fails gets a row saying why."""
+    _refuse_unguarded_main("compare")
     for model in models:
         get_model(model)  # fail before any training on a typo in the list
-    results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch)
-    table = results_table(results)
+        build_config(model, dataset, config_file_list, config_dict)  # or a bad value, or metrics that disagree
     if results_file:
-        write_results(results_file, results, table, f"{dataset}: {', '.join(models)}",
-                      [command_line(models, dataset, config_file_list, config_dict)])
-    return results, table
+        check_writable(results_file)
+    write = _writer(results_file, f"{dataset}: {', '.join(models)}",
+                    [command_line(models, dataset, config_file_list, config_dict)])
+    results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch, write)
+    return results, results_table(results)
 
 
 def compare_variants(model, variants, dataset="ml-100k", config_file_list=None, config_dict=None,
                      results_file=None, saved=True):
     """One model under several settings (an ablation); ``variants`` maps a label to overrides."""
+    _refuse_unguarded_main("compare_variants")
     get_model(model)
-    settings = {label: {**(config_dict or {}), **overrides} for label, overrides in variants.items()}
-    results = _run_isolated([(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()])
-    table = results_table(results)
     if results_file:
-        commands = [f"{label}: {command_line([model], dataset, config_file_list, cfg)}" for label, cfg in settings.items()]
-        write_results(results_file, results, table, f"{dataset}: {model} variants", commands)
-    return results, table
+        check_writable(results_file)
+    settings = {label: {**(config_dict or {}), **overrides} for label, overrides in variants.items()}
+    commands = [f"{label}: {command_line([model], dataset, config_file_list, cfg)}" for label, cfg in settings.items()]
+    write = _writer(results_file, f"{dataset}: {model} variants", commands)
+    results = _run_isolated([(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()],
+                            on_result=write)
+    return results, results_table(results)
 
 
 def results_table(results):
-    metrics = list(results[0]["test_result"])
+    finished = [r for r in results if not r.get("failed")]
+    metrics = list(finished[0]["test_result"]) if finished else []
     head = ["model"] + [f"test {m}" for m in metrics] + [f"valid {m}" for m in metrics] + \
            ["train s", "peak RSS MB"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        if r.get("failed"):
+            reason = str(r["failed"]).replace("|", "/")
+            rows.append("| " + " | ".join([r["model"], f"failed: {reason}"] + [""] * (len(head) - 2)) + " |")
+            continue
         cells = [r["model"]] + [f"{r['test_result'].get(m, float('nan')):.4f}" for m in metrics]
         cells += [f"{r['best_valid_result'].get(m, float('nan')):.4f}" for m in metrics]
         cells += [f"{r['train_time_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
@@ -261,21 +386,28 @@ def write_results(path, results, table, title, commands):
     import torch
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    finished = [r for r in results if not r.get("failed")]
     lines = [
         f"# {title}", "",
-        f"Protocol: {results[0]['protocol']}.", "",
+        f"Protocol: {finished[0]['protocol'] if finished else 'no model finished'}.", "",
         "Command(s):", "", *[f"    {c}" for c in commands], "",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}. Train time is `trainer.fit` wall time; peak RSS is "
         f"the process's maximum resident set (one process per model).", "",
         table, "",
     ]
-    for r in results:
+    for r in finished:
         if r.get("stages"):
             lines += [f"{r['model']} stages (total {r['total_time_s']:.0f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB):", "",
                       "| stage | epochs | tokens | seconds | tokens/s |", "|---|---|---|---|---|"]
             lines += [f"| {name} | {s['epochs']} | {s['tokens']} | {s['seconds']:.0f} | {s['tokens'] / s['seconds']:.0f} |"
                       for name, s in r["stages"].items()]
             lines.append("")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    tmp = f"{path}.{os.getpid()}.tmp"  # a reader (or a kill) never sees half a table
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

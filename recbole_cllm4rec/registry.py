@@ -83,12 +83,16 @@ def get_model(name):
 
 
 def get_trainer(model_type, name):
+    """The model's trainer with ``checkpoint.CheckpointMixin``: unique, atomic, identified,
+    safely loaded checkpoints and a last-state checkpoint per epoch, for RecBole's models too."""
+    from recbole_cllm4rec.checkpoint import reliable
+
     if name in OUR_MODELS:
         trainer = getattr(_our_module(name), f"{name}Trainer", None)
         if trainer is not None:
-            return trainer
+            return reliable(trainer)
     from recbole.utils import get_trainer as recbole_get_trainer
-    return recbole_get_trainer(model_type, name)
+    return reliable(recbole_get_trainer(model_type, name))
 
 
 def check_dataset(config):

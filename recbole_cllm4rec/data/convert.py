@@ -47,6 +47,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import zlib
@@ -301,6 +302,30 @@ def clean_field(value, max_chars):
     return value
 
 
+_OWNER_FILE = ".owner"  # "<pid> <host>" of the conversion filling a .partial- folder
+
+
+def _owner_alive(folder):
+    """Whether the conversion that owns a ``.partial-`` folder may still be running."""
+    try:
+        with open(os.path.join(folder, _OWNER_FILE), encoding="utf-8") as f:
+            pid, host = f.read().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return False  # no owner recorded: left by a killed run (or by a version without owners)
+    if host != socket.gethostname():
+        return True  # another machine's process: it cannot be checked from here
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _replace_dir(tmp_dir, dest, overwrite):
     """Move the finished ``tmp_dir`` to ``dest``; an old ``dest`` goes only once the new one is in."""
     if not os.path.exists(dest):
@@ -347,18 +372,44 @@ class Converter:
         if os.path.exists(self.dest) and not self.overwrite:
             raise ConversionError(f"{self.dest} already exists; pass --overwrite to replace it")
         os.makedirs(self.output_dir, exist_ok=True)
+        self._remove_stale_partials()
         tmp_dir = tempfile.mkdtemp(dir=self.output_dir, prefix=f".{self.name}.partial-")
+        owner = os.path.join(tmp_dir, _OWNER_FILE)
         try:
+            with open(owner, "w", encoding="utf-8") as f:
+                f.write(f"{os.getpid()} {socket.gethostname()}\n")
             self._convert_into(tmp_dir)
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp made it owner-only; use the usual mode
             _replace_dir(tmp_dir, self.dest, self.overwrite)
+            # only once moved: a .partial- folder without an owner counts as stale to a concurrent conversion
+            os.remove(os.path.join(self.dest, _OWNER_FILE))
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
         self._print_summary()
         return self.summary
+
+    def _remove_stale_partials(self):
+        """A killed conversion leaves its ``.<name>.partial-*`` folder (16-32 MB) behind; the next
+        conversion of that name removes those whose process is gone (and ``.<name>.old-*``
+        folders of a finished replacement)."""
+        removed = []
+        for entry in os.listdir(self.output_dir):
+            path = os.path.join(self.output_dir, entry)
+            if not os.path.isdir(path):
+                continue
+            if entry.startswith(f".{self.name}.partial-") and not _owner_alive(path):
+                removed.append(entry)
+            elif entry.startswith(f".{self.name}.old-") and os.path.exists(self.dest):
+                removed.append(entry)
+            else:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+        if removed:
+            self.log(f"removed {len(removed)} unfinished folder(s) of earlier killed conversions of "
+                     f"{self.name} in {self.output_dir}: {', '.join(sorted(removed))}")
 
     def _path(self, folder, suffix):
         return os.path.join(folder, f"{self.name}.{suffix}")

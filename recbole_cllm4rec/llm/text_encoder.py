@@ -132,14 +132,36 @@ class TextEncoder:
         texts = [str(t) for t in texts]
         path = self.cache_path(texts) if cache else None
         if path and os.path.isfile(path):
-            vectors = np.load(path)
-            if vectors.shape[0] == len(texts):
+            vectors, problem = self._load_cached(path, len(texts))
+            if problem is None:
                 logger.info("text embeddings of %d texts loaded from %s", len(texts), path)
                 return torch.from_numpy(vectors)
+            logger.warning("text embedding cache %s is corrupt (%s): removed, the embeddings are rebuilt", path, problem)
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         vectors = self._embed(texts)
         if path:
             self._save(path, vectors)
         return torch.from_numpy(vectors)
+
+    @staticmethod
+    def _load_cached(path, n_texts):
+        """``(vectors, None)`` for a sound cache file, else ``(None, what is wrong)``: a file cut
+        short or overwritten, the wrong shape, or non-finite values (never pickles)."""
+        try:
+            vectors = np.load(path, allow_pickle=False)
+        except Exception as err:  # truncated header, garbage bytes, a pickle: all unreadable here
+            return None, f"unreadable: {type(err).__name__}: {err}".replace("\n", " ")[:200]
+        if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.shape[0] != n_texts \
+                or vectors.shape[1] == 0:
+            return None, f"shape {getattr(vectors, 'shape', None)}, expected ({n_texts}, dim)"
+        if vectors.dtype.kind != "f":
+            return None, f"dtype {vectors.dtype}, expected float32"
+        if not np.isfinite(vectors).all():
+            return None, "non-finite values"
+        return vectors.astype(np.float32, copy=False), None
 
     def _save(self, path, vectors):
         try:

@@ -15,19 +15,20 @@ from time import time
 
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import get_local_time, set_color
+from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, non_finite_tensors, run_stamp
 from recbole_cllm4rec.data.corpus import CorpusError, length_batches
 from recbole_cllm4rec.distributed import all_reduce_sum, rank, shard, sum_gradients
 
 
-class CLLM4RecTrainer(Trainer):
+class CLLM4RecTrainer(CheckpointMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         pretrain_lr = config["pretrain_learning_rate"]
         # RecBole's fit loop steps self.optimizer: give it the recommendation tables only.
-        self.optimizer = self._build_optimizer(params=model.parameters_of("rec"))
+        self.optimizer = self._build_optimizer(params=model.optimizer_groups("rec", config["lora_learning_rate"]))
         self.collab_optimizer = self._build_optimizer(params=model.parameters_of("collab"), learning_rate=pretrain_lr)
         self.content_optimizer = self._build_optimizer(params=model.parameters_of("content"), learning_rate=pretrain_lr)
         self.use_content = config["use_content"]
@@ -36,6 +37,8 @@ class CLLM4RecTrainer(Trainer):
         self.max_batch_tokens = config["max_batch_tokens"]
         self.stage_stats = {}
         self._content_docs = None
+        # pretraining epochs finished (a last-state checkpoint is written after each one)
+        self.pretrain_progress = {"warmup": 0, "collab": 0, "content": 0, "finished": False}
 
     # ---- corpora ------------------------------------------------------------------------------
     def content_docs(self):
@@ -139,27 +142,75 @@ class CLLM4RecTrainer(Trainer):
 
     # ---- pretraining ----------------------------------------------------------------------------
     def pretrain(self, saved=True, show_progress=False):
-        config, model = self.config, self.model
-        if config["pretrained_file"]:
+        """The pretraining stages, each epoch followed by a last-state checkpoint; a run resumed
+        from one goes on with the first unfinished epoch."""
+        config, model, done = self.config, self.model, self.pretrain_progress
+        if done["finished"]:
+            return
+        if config["pretrained_file"] and not (done["warmup"] or done["collab"]):
             self._load_pretrained(config["pretrained_file"])
             return
         if self.use_content:
-            for _ in range(config["content_warmup_epochs"]):
+            while done["warmup"] < config["content_warmup_epochs"]:
                 self.content_epoch(None, self.content_optimizer, show_progress)
-        for _ in range(config["pretrain_epochs"]):
-            self.collaborative_epoch(show_progress)
-            if self.use_content:
+                done["warmup"] += 1
+                self._save_stage(saved, f"content warm-up {done['warmup']}")
+        for round_ in range(config["pretrain_epochs"]):
+            if done["collab"] <= round_:
+                self.collaborative_epoch(show_progress)
+                done["collab"] = round_ + 1
+                self._save_stage(saved, f"collaborative {done['collab']}")
+            if self.use_content and done["content"] <= round_:
                 self.content_epoch("collab", self.content_optimizer, show_progress)
+                done["content"] = round_ + 1
+                self._save_stage(saved, f"content {done['content']}")
         model.init_rec_from_collab()
+        done["finished"] = True
         if saved and rank() == 0 and (config["pretrain_epochs"] or config["content_warmup_epochs"]):
-            path = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-pretrained-{get_local_time()}.pth")
-            torch.save({"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
+            self._save_stage(saved, "pretrained")
+            path = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-pretrained-{run_stamp()}.pth")
+            atomic_save({"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
             self.logger.info(set_color("pretrained tables saved", "blue") + f": {path} (reuse: pretrained_file={path})")
+
+    def _save_stage(self, saved, stage):
+        if saved:
+            self.save_last_state(-1, stage=stage)
+
+    # ---- checkpoints: the pretraining optimisers and progress go along (CheckpointMixin hooks) --
+    def _extra_checkpoint_state(self):
+        optimizers = {"collab": self.collab_optimizer.state_dict(), "content": self.content_optimizer.state_dict()}
+        if hasattr(self, "finetune_content_optimizer"):
+            optimizers["finetune_content"] = self.finetune_content_optimizer.state_dict()
+        return {"optimizers": optimizers, "pretrain_progress": dict(self.pretrain_progress)}
+
+    def _load_extra_checkpoint_state(self, checkpoint):
+        optimizers = checkpoint.get("optimizers") or {}
+        if "collab" in optimizers:
+            self.collab_optimizer.load_state_dict(optimizers["collab"])
+        if "content" in optimizers:
+            self.content_optimizer.load_state_dict(optimizers["content"])
+        if "finetune_content" in optimizers:
+            self.finetune_content_optimizer = self._build_optimizer(params=self.model.parameters_of("content"))
+            self.finetune_content_optimizer.load_state_dict(optimizers["finetune_content"])
+        progress = checkpoint.get("pretrain_progress")
+        if progress is not None:
+            self.pretrain_progress = dict(progress)
+        elif checkpoint["epoch"] >= 0:  # a checkpoint from finetuning: pretraining is in it
+            self.pretrain_progress["finished"] = True
 
     def _load_pretrained(self, path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"pretrained_file '{path}' does not exist; unset it to pretrain from scratch")
-        saved = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # tables and plain values only: no pickled object is ever needed here
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError(f"pretrained_file '{path}' is not a plain tables file ({str(err).splitlines()[0]}); "
+                                  f"use one this package's pretraining wrote") from None
+        if not isinstance(saved, dict) or "state_dict" not in saved:
+            raise CheckpointError(f"pretrained_file '{path}' holds no state_dict")
+        bad = non_finite_tensors(saved)
+        if bad:
+            raise CheckpointError(f"pretrained_file '{path}' holds NaN or infinite values in {', '.join(bad[:3])}")
         self.model.load_other_parameter(saved.get("other_parameter"))
         self.model.load_state_dict(saved["state_dict"])
         self.model.init_rec_from_collab()
@@ -167,7 +218,7 @@ class CLLM4RecTrainer(Trainer):
 
     # ---- finetuning: RecBole's fit loop, one recommendation + one content epoch per epoch ----
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self.start_epoch == 0:  # a resumed run has its pretraining in the checkpoint
+        if self.start_epoch == 0:  # a run resumed in finetuning has its pretraining in the checkpoint
             self.pretrain(saved, show_progress)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 

@@ -1,0 +1,509 @@
+"""Input checks that run once, before any training: config values (types, ranges, unknown keys,
+metrics), atomic files, and the split a dataset gives.
+
+Every failure is an ``InputError`` (a ``ValueError``) whose message is one line saying what is
+wrong and what to do; ``run_recbole.py`` prints it as ``error: ...`` and exits with code 2.
+
+The type of each key comes from the ``# (type) meaning`` comment on its line in the property
+files (this project's ``properties/`` first, then RecBole's); the known keys are every key of
+those files, RecBole's own argument lists, and every ``config["key"]`` that RecBole's or this
+package's code reads. Ranges are the short table ``RANGES`` below.
+"""
+
+import ast
+import difflib
+import functools
+import glob
+import math
+import os
+import re
+
+import yaml
+
+_COMMENT_TYPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:(.*?)#\s*\(([^)]*)\)")
+_TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:")
+_CODE_KEY = re.compile(r"""config\s*(?:\[|\.get\(|\.final_config_dict\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
+                       r"""|["']([A-Za-z_][A-Za-z0-9_]*)["']\s+(?:not\s+)?in\s+(?:self\.)?config\b""")
+
+# Keys that are not in any property file but are read through ``Config``: the launch settings
+# ``run`` passes to each rank, and RecBole's own derived keys.
+EXTRA_KEYS = {"local_rank", "world_size", "ip", "port", "nproc", "offset", "model", "dataset",
+              "config_files", "encoding", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device",
+              "single_spec", "eval_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args"}
+
+# (minimum, minimum inclusive, maximum, maximum inclusive) per key; a suffix rule applies to
+# every key ending with it unless the key has its own entry.
+RANGES = {
+    "epochs": (0, True, None, None),  # 0: evaluate without finetuning (RecBole allows it)
+    "learning_rate": (0, False, None, None),
+    "weight_decay": (0, True, None, None),
+    "stopping_step": (0, True, None, None),  # eval_step <= 0 is RecBole's "never validate"
+    "mask_ratio": (0, False, 1, True),
+    "tau": (0, False, None, None),
+    "n_negatives": (1, True, None, None),
+    "n_layers": (0, True, None, None),
+    "readout_layers": (0, True, None, None),
+    "max_doc_items": (1, True, None, None),
+    "eval_max_doc_items": (1, True, None, None),
+    "max_text_tokens": (1, True, None, None),
+    "text_max_length": (1, True, None, None),
+    "max_batch_tokens": (1, True, None, None),
+    "intention_alpha": (0, True, 1, True),
+    "id_init_std": (0, True, None, None),
+    "mr_weight": (0, True, None, None),
+    "worker": (0, True, None, None),
+    "metric_decimal_place": (0, True, None, None),
+    "MAX_ITEM_LIST_LENGTH": (1, True, None, None),
+}
+SUFFIX_RANGES = {
+    "batch_size": (1, True, None, None),
+    "_epochs": (0, True, None, None),
+    "_learning_rate": (0, False, None, None),
+    "embedding_size": (1, True, None, None),
+    "dropout_prob": (0, True, 1, False),
+}
+CHOICES = {
+    "readout": ("last", "mean"),
+    "finetune_target": ("masked", "all"),
+    "autocast": ("auto", "bf16", "fp32"),
+    "llm_weights": ("pretrained", "random"),
+    "text_pooling": ("auto", "mean", "cls", "max", "last"),
+    "item_representation": ("language", "id"),
+    "learner": ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam", "adamw"),
+    "state": ("info", "debug", "warning", "error", "critical"),
+}
+
+
+# Types RecBole converts itself, whatever its comment says.
+TYPE_OVERRIDES = {"gpu_id": "str or int or list of int", "additional_feat_suffix": "list or str", "metrics": "list or str",
+                  "topk": "list of int or int"}
+
+
+class InputError(ValueError):
+    """A mistake in the user's input, found before training; the message is one line."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigValueError(InputError):
+    pass
+
+
+class AtomicFileError(InputError):
+    pass
+
+
+class DatasetSplitError(InputError):
+    pass
+
+
+def _recbole_dir():
+    import recbole
+
+    return os.path.dirname(os.path.abspath(recbole.__file__))
+
+
+def _our_dirs():
+    from recbole_cllm4rec.registry import properties_dir
+
+    return properties_dir(), os.path.dirname(os.path.abspath(__file__))
+
+
+def _yaml_files():
+    ours, _ = _our_dirs()
+    theirs = os.path.join(_recbole_dir(), "properties")
+    downloads = ("url.yaml", "kg_url.yaml")  # dataset download addresses, not settings
+    return (sorted(glob.glob(os.path.join(ours, "**", "*.yaml"), recursive=True)),
+            sorted(p for p in glob.glob(os.path.join(theirs, "**", "*.yaml"), recursive=True)
+                   if os.path.basename(p) not in downloads))
+
+
+def _scan_yaml(path):
+    """``({key: type comment}, {key: default is None}, keys)`` of a property file's top level."""
+    types, none_default, keys = {}, {}, set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            top = _TOP_KEY.match(line)
+            if not top:
+                continue
+            keys.add(top.group(1))
+            match = _COMMENT_TYPE.match(line)
+            if match:
+                key, value, kind = match.groups()
+                kind = TYPE_OVERRIDES.get(key, kind.strip().lower())
+                none_default[key] = value.strip() in ("~", "null", "None", "")
+                try:
+                    default = literal(yaml.safe_load(value)) if value.strip() else None
+                except yaml.YAMLError:
+                    default = None
+                # A few of RecBole's comments contradict their own default (KGIN's ind is
+                # "(float)" with 'cosine'): such a comment is not used.
+                if default is None or _type_ok(default, kind):
+                    types.setdefault(key, kind)
+    return types, none_default, keys
+
+
+@functools.lru_cache(maxsize=None)
+def _property_tables():
+    """Types by file: ``{path: types}``, keys from every file, keys whose default is None."""
+    ours, theirs = _yaml_files()
+    by_file, keys, nullable = {}, set(), set()
+    for path in ours + theirs:
+        types, none_default, file_keys = _scan_yaml(path)
+        by_file[path] = types
+        keys |= file_keys
+        nullable |= {k for k, v in none_default.items() if v}
+    return by_file, keys, nullable
+
+
+@functools.lru_cache(maxsize=None)
+def _code_keys():
+    """Every key that RecBole's or this package's code reads from a Config."""
+    keys = set()
+    for root in (_recbole_dir(), _our_dirs()[1]):
+        for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for a, b in _CODE_KEY.findall(f.read()):
+                    keys.add(a or b)
+    from recbole.utils import argument_list
+
+    for name in dir(argument_list):
+        if name.endswith("_arguments"):
+            keys.update(getattr(argument_list, name))
+    return keys
+
+
+def known_keys():
+    return _property_tables()[1] | _code_keys() | EXTRA_KEYS
+
+
+def key_types(model):
+    """``{key: type comment}``: the model's own property files first, then the overall ones,
+    then any other file (another model's meaning of a shared key)."""
+    by_file, _, _ = _property_tables()
+    ours_dir, _ = _our_dirs()
+    theirs_dir = os.path.join(_recbole_dir(), "properties")
+    first = [os.path.join(ours_dir, "model", f"{model}.yaml"), os.path.join(theirs_dir, "model", f"{model}.yaml"),
+             os.path.join(ours_dir, "overall.yaml"), os.path.join(theirs_dir, "overall.yaml"),
+             os.path.join(theirs_dir, "dataset", "sample.yaml")]
+    types = {}
+    for path in first:
+        for key, kind in by_file.get(path, {}).items():
+            types.setdefault(key, kind)
+    others = {}
+    for path, file_types in by_file.items():
+        if path in first:
+            continue
+        for key, kind in file_types.items():
+            if key not in types:
+                others.setdefault(key, set()).add(kind)
+    for key, kinds in others.items():
+        types[key] = " or ".join(sorted(kinds))
+    return types
+
+
+def literal(value):
+    """What a string from the command line or a config dict means: RecBole ``eval``s it
+    (``Config._convert_config_dict``); this reads Python literals only, never code."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        lowered = text.lower()
+        if lowered in ("true", "false"):  # as RecBole's conversion reads them
+            return lowered == "true"
+        return value
+    if isinstance(parsed, (str, int, float, list, tuple, dict, bool)) or parsed is None:
+        return parsed
+    return value
+
+
+def _is(value, kind):
+    kind = kind.strip()
+    if kind in ("none",):
+        return value is None
+    if kind.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind.startswith("float"):
+        if isinstance(value, str):  # '1e-3': YAML 1.1 reads it as a string, RecBole's loader as a float
+            try:
+                float(value)
+                return True
+            except ValueError:
+                return False
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind.startswith("bool"):
+        return isinstance(value, bool)
+    if kind.startswith(("str", "string")):  # RecBole formats numbers given for a name (gpu_id: 0)
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if kind.startswith("list"):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = kind[len("list"):].strip()
+        if inner.startswith("of "):
+            return all(_is(v, inner[3:]) for v in value)
+        return True
+    if kind.startswith("dict"):
+        return isinstance(value, dict)
+    return True  # a comment this checker does not read (e.g. "file name of ...")
+
+
+def _type_ok(value, comment):
+    alternatives = [k for k in re.split(r"\s+or\s+|,\s*", comment) if k and k != "optional"]
+    return any(_is(value, k) for k in alternatives) if alternatives else True
+
+
+def _range_for(key):
+    if key in RANGES:
+        return RANGES[key]
+    for suffix, bounds in SUFFIX_RANGES.items():
+        if key.endswith(suffix):
+            return bounds
+    return None
+
+
+def _check_range(key, value, raw, where):
+    bounds = _range_for(key)
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, low_inclusive, high, high_inclusive = bounds
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigValueError(f"{where}{key}={_show(raw)} is not a number")
+    bad = (low is not None and (value < low or (value == low and not low_inclusive))) or \
+          (high is not None and (value > high or (value == high and not high_inclusive)))
+    if bad:
+        left = "" if low is None else f"{'>=' if low_inclusive else '>'} {low}"
+        right = "" if high is None else f"{'<=' if high_inclusive else '<'} {high}"
+        raise ConfigValueError(f"{where}{key}={_show(raw)} is out of range: it must be {' and '.join(p for p in (left, right) if p)}")
+
+
+def _suggest(key, known):
+    close = [k for k in known if k.lower() == key.lower() and k != key]
+    close = close or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (RecBole would ignore it); did you mean '{close[0]}'?" if close else \
+        "; see properties/overall.yaml and properties/model/<Model>.yaml for the keys"
+
+
+def _show(value):
+    text = value if isinstance(value, str) and value.strip() else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_dataset_name(dataset):
+    """A dataset is a folder name under data_path (RecBole joins the two)."""
+    if not isinstance(dataset, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
+        raise ConfigValueError(
+            f"dataset name {dataset!r} is not a folder name: give the name (e.g. --dataset=ml-100k) and "
+            f"set --data_path to the folder that holds it")
+
+
+def check_user_settings(model, dataset, config_file_list=None, config_dict=None):
+    """Everything the user gave for one run: the dataset name, each config file's values (files
+    that are missing or not yaml are reported by ``quick_start.config_files_for``), the dict."""
+    check_dataset_name(dataset)
+    for path in config_file_list or ():
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict):
+            check_values(model, content, where=f"{path}: ")
+    check_values(model, dict(config_dict or {}))
+
+
+def check_values(model, settings, where=""):
+    """Check user-given ``settings`` (``{key: value}`` from ``config_dict`` or a user's config
+    file) before RecBole's Config sees them. ``where`` names their origin in messages."""
+    known = known_keys()
+    types = key_types(model)
+    _, _, nullable = _property_tables()
+    for key, raw in settings.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
+            raise ConfigValueError(f"{where}{key!r} is not a config key: keys are letters, digits and '_'")
+        if key not in known:
+            raise ConfigValueError(f"{where}unknown config key '{key}'{_suggest(key, sorted(known))}")
+        value = literal(raw)
+        kind = types.get(key)
+        if value is None:
+            if key in nullable or kind is None or "none" in (kind or ""):
+                continue
+            raise ConfigValueError(f"{where}{key} needs a value ({kind}), not None")
+        if kind and not _type_ok(value, kind):
+            raise ConfigValueError(f"{where}{key}={_show(raw)} has the wrong type: {key} takes ({kind}), see properties/*.yaml")
+        _check_range(key, value, raw, where)
+        if key in CHOICES and str(value).lower() not in CHOICES[key]:
+            raise ConfigValueError(f"{where}{key}={_show(raw)} is not one of {', '.join(CHOICES[key])}")
+        if key == "topk":
+            for k in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise ConfigValueError(f"{where}topk={_show(raw)}: every cut-off must be an integer >= 1")
+        if key == "eval_args":
+            _check_eval_args(value, where)
+        if key == "metrics":
+            _check_metric_names(value, where)
+
+
+def _check_metric_names(metrics, where=""):
+    from recbole.evaluator.register import metric_types
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    if not metrics:
+        raise ConfigValueError(f"{where}metrics is empty: name at least one, e.g. metrics: [Recall, NDCG]")
+    known = sorted(metric_types)
+    for metric in metrics:
+        if not isinstance(metric, str) or metric.lower() not in metric_types:
+            hint = difflib.get_close_matches(str(metric).lower(), known, n=1, cutoff=0.5)
+            hint = f"did you mean {hint[0]!r}? " if hint else ""
+            raise ConfigValueError(f"{where}unknown metric {metric!r}: {hint}known metrics: {', '.join(known)}")
+
+
+def _check_eval_args(args, where):
+    if not isinstance(args, dict):
+        raise ConfigValueError(f"{where}eval_args must be a dict like {{split: {{RS: [0.8, 0.1, 0.1]}}, order: RO, group_by: user, mode: full}}")
+    unknown = set(args) - {"split", "order", "group_by", "mode"}
+    if unknown:
+        raise ConfigValueError(f"{where}eval_args has unknown key(s) {', '.join(sorted(map(str, unknown)))}: it takes split, order, group_by, mode")
+    split = args.get("split")
+    if split is not None:
+        if not isinstance(split, dict) or len(split) != 1 or next(iter(split)) not in ("RS", "LS"):
+            raise ConfigValueError(f"{where}eval_args split={_show(split)} must be {{RS: [train, valid, test]}} or {{LS: valid_and_test|valid_only|test_only}}")
+        kind, value = next(iter(split.items()))
+        if kind == "RS":
+            if not isinstance(value, (list, tuple)) or len(value) != 3 or \
+                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value) or sum(value) <= 0:
+                raise ConfigValueError(f"{where}eval_args split RS={_show(value)} must be 3 non-negative ratios (train, valid, test), e.g. [0.8, 0.1, 0.1]")
+        elif value not in ("valid_and_test", "valid_only", "test_only"):
+            raise ConfigValueError(f"{where}eval_args split LS={_show(value)} must be valid_and_test, valid_only or test_only")
+    if args.get("order") is not None and args["order"] not in ("RO", "TO"):
+        raise ConfigValueError(f"{where}eval_args order={_show(args['order'])} must be RO (random) or TO (by time)")
+    if args.get("group_by") is not None and args["group_by"] not in ("user", "none", None):
+        raise ConfigValueError(f"{where}eval_args group_by={_show(args['group_by'])} must be user or none")
+    mode = args.get("mode")
+    modes = mode.values() if isinstance(mode, dict) else [mode]
+    for m in modes:
+        if m is not None and not (isinstance(m, str) and re.fullmatch(r"full|labeled|(uni|pop)\d+", m)):
+            raise ConfigValueError(f"{where}eval_args mode={_show(m)} must be full, labeled, uniN or popN")
+
+
+def check_metrics(metrics, topk, valid_metric):
+    """The evaluation settings agree: known metrics, a valid_metric among them (with its k among
+    topk for a top-k metric)."""
+    from recbole.evaluator.register import metric_information, metric_types
+
+    _check_metric_names(metrics)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    kinds = {metric_types[m.lower()] for m in metrics}
+    if len(kinds) > 1:
+        raise ConfigValueError(f"metrics {metrics} mix ranking metrics and value metrics (e.g. RMSE): RecBole evaluates one kind per run")
+    if not isinstance(valid_metric, str) or not valid_metric:
+        raise ConfigValueError(f"valid_metric={valid_metric!r} must name one of the metrics, e.g. NDCG@10")
+    name, _, k = valid_metric.partition("@")
+    if name.lower() not in [m.lower() for m in metrics]:
+        raise ConfigValueError(f"valid_metric {valid_metric} is not among metrics {metrics}: add {name} to metrics or pick one of them")
+    # top-k metrics report name@k; GAUC, a ranking metric over the whole list, reports plain gauc
+    cut_off = {"rec.topk", "rec.items"} & set(metric_information[name.lower()])
+    topk = [topk] if isinstance(topk, int) else list(topk or [])
+    if cut_off:
+        if not k.isdigit() or int(k) not in topk:
+            raise ConfigValueError(f"valid_metric {valid_metric} needs a cut-off among topk {topk}, e.g. {name}@{topk[0] if topk else 10}")
+    elif k:
+        raise ConfigValueError(f"valid_metric {valid_metric}: {name} takes no @k")
+
+
+def check_config(config):
+    """Checks on the merged Config (user values over the property files' defaults)."""
+    check_metrics(config["metrics"], config["topk"], config["valid_metric"])
+
+
+def check_data(config, dataset, train_data=None, valid_data=None, test_data=None):
+    """After loading and splitting, before any model is built: top-k within the catalogue, and
+    a split that leaves something to validate and test on."""
+    items = dataset.item_num - 1  # id 0 is RecBole's padding
+    users = dataset.user_num - 1
+    topk = config["topk"] or []
+    if topk and max(topk) > items:  # full ranking: torch.topk over the catalogue fails after training
+        raise ConfigValueError(
+            f"topk {max(topk)} is larger than the {items} items of dataset '{config['dataset']}': "
+            f"use cut-offs up to {items} (e.g. --topk=[{min(10, items)}])")
+    split = config["eval_args"]["split"] or {}
+    # parts a split leaves empty on purpose: LS valid_only / test_only, an RS ratio of 0
+    deliberate = {"valid_only": {"test"}, "test_only": {"valid"}}.get(split.get("LS"), set())
+    ratios = split.get("RS")
+    if isinstance(ratios, (list, tuple)) and len(ratios) == 3:
+        deliberate |= {name for name, ratio in zip(("valid", "test"), ratios[1:]) if not ratio}
+    for name, data in (("valid", valid_data), ("test", test_data)):
+        if data is None or name in deliberate:
+            continue
+        part = getattr(data, "_dataset", None)  # not `or`: an empty Dataset is falsy
+        if part is None:
+            part = getattr(data, "dataset", None)
+        if part is not None and len(part) == 0:
+            counts = dataset.inter_feat[dataset.uid_field].numpy() if dataset.inter_num else []
+            import numpy as np
+
+            most = int(np.bincount(counts).max()) if len(counts) else 0
+            raise DatasetSplitError(
+                f"the {name} split of dataset '{config['dataset']}' is empty: with split {split} no "
+                f"user has enough interactions ({users} users, at most {most} interactions each; "
+                f"a per-user random split needs 3 or more). Use a dataset with longer histories, "
+                f"or another eval_args split")
+
+
+# pandas.read_csv's default na_values: RecBole's reader takes them as missing values, not errors
+_PANDAS_NA = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+
+
+def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), logger=None):
+    """Header and rows of one atomic file, before RecBole's reader sees it. Raises
+    AtomicFileError for an empty file, a header without ``name:type``, a file with a header and
+    no rows, and a non-numeric value in a float column; returns the rows with missing columns
+    as ``(count, first line number)``."""
+    from recbole.utils.enum_type import FeatureType
+
+    types = {t.value for t in FeatureType}
+    name = os.path.basename(path)
+    with open(path, encoding=encoding, newline="") as f:
+        head = f.readline().rstrip("\r\n")
+        if not head.strip():
+            raise AtomicFileError(
+                f"atomic file {path} is empty: its first line must be a header like "
+                f"'user_id:token{separator!r}item_id:token' followed by one row per record".replace("'\\t'", "\\t"))
+        columns = head.split(separator)
+        for i, column in enumerate(columns):
+            parts = column.split(":")
+            if len(parts) != 2 or not parts[0] or parts[1] not in types:
+                what = "has no ':type'" if len(parts) == 1 else f"has type {':'.join(parts[1:])!r}"
+                raise AtomicFileError(
+                    f"column {i + 1} {column!r} of the header of {name} {what}: each header column is "
+                    f"name:type with type one of {', '.join(sorted(types))} (e.g. rating:float)")
+        float_cols = [i for i, c in enumerate(columns) if c.split(":")[1] == "float" and c.split(":")[0] in float_fields]
+        short, first_short, rows = 0, None, 0
+        for number, line in enumerate(f, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            rows += 1
+            values = line.split(separator)
+            if len(values) < len(columns):
+                short += 1
+                first_short = first_short or number
+            for i in float_cols:
+                if i < len(values) and values[i] not in _PANDAS_NA:
+                    try:
+                        float(values[i])
+                    except ValueError:
+                        raise AtomicFileError(
+                            f"{name} line {number}: column {columns[i]!r} holds {_show(values[i])}, not a number; "
+                            f"fix the value, or declare the column :token if it is not numeric") from None
+    if rows == 0:
+        raise AtomicFileError(f"atomic file {path} has a header but no rows")
+    if short and logger is not None:
+        logger.warning(f"{name}: {short} of {rows} rows have fewer columns than its header "
+                       f"({len(columns)}; first at line {first_short}): RecBole drops those without a user or "
+                       f"item id and fills their other missing values (float: the column mean, token: padding)")
+    return short, first_short
