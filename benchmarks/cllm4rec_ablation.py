@@ -35,9 +35,11 @@ VARIANTS = {
     "ID rows at raw scale (paper)": {"id_input_scale": 1.0},
     "raw dot-product head without bias (paper)": {"scaled_item_logits": False, "item_bias": False},
     "masked target (paper)": {"finetune_target": "masked"},
-    "no content (collaborative only)": {"use_content": False},
-    "no MR": {"mr_weight": 0.0},
+    "content LM + MR at lambda_V 1 (paper)": {"use_content": True},
+    "content LM without MR": {"use_content": True, "mr_weight": 0.0},
     "no pretraining": {"pretrain_epochs": 0, "content_warmup_epochs": 0},
+    "LoRA r=8 on q/k/v/o": {"lora_rank": 8},
+    "histories cut to 48 / 64 items": {"max_doc_items": 48, "eval_max_doc_items": 64},
     "random-weight backbone": {"llm_weights": "random"},
 }
 

@@ -158,11 +158,12 @@ def test_rec_head_ranks_planted_held_out_items_above_random(ml100k_tiny):
 
 def test_end_to_end_save_and_reload_through_recbole(workdir):
     """The staged trainer runs on ml-100k, beats random ranking, and a saved model reloads
-    through RecBole's load_data_and_model to the same scores and metrics."""
-    result = recbole_cllm4rec.run("CLLM4Rec", "ml-100k", config_dict=TINY_CLLM4REC)
+    through RecBole's load_data_and_model (LoRA adapters included) to the same scores and metrics."""
+    result = recbole_cllm4rec.run("CLLM4Rec", "ml-100k", config_dict=dict(TINY_CLLM4REC, lora_rank=2))
     assert result["test_result"]["ndcg@10"] > 0.018  # 3x random ranking (~0.006)
     checkpoint = torch.load(result["model_file"], weights_only=False)
-    assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])  # tables only
+    assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])  # tables and adapters only
+    assert any(k.startswith("lora.") for k in checkpoint["state_dict"])
 
     from recbole.quick_start import load_data_and_model
     from recbole.utils import get_trainer
@@ -249,6 +250,35 @@ def test_training_leaves_the_backbone_bit_identical(ml100k_tiny):
     assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
     changed = {k for k, v in model.state_dict().items() if not torch.equal(tables[k], v)}
     assert {"user_rec.weight", "item_rec.weight", "item_bias.rec", "item_collab.weight", "item_content.weight"} <= changed
+
+
+def test_lora_trains_its_adapters_only_and_acts_in_the_recommendation_lm_only(ml100k_tiny):
+    config, _, (train, valid, _), _ = ml100k_tiny
+    model = fresh_model(ml100k_tiny, lora_rank=2)
+    plain = fresh_model(ml100k_tiny)
+    assert len(model.lora) == 4 * config["readout_layers"]  # q, k, v, o of each read-out layer
+    users = model.corpus.users_with_history()[:4]
+    ids, mask = pad_batch([model.corpus.rec_prompt(u, model.corpus.histories[u][:5]) for u in users],
+                          model.corpus.pad_id)
+
+    def states(m, kind):
+        with torch.no_grad():
+            return m.hidden_states(ids, mask, kind)
+
+    def same_tables():
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("lora.")})
+
+    same_tables()
+    assert torch.allclose(states(model, "rec"), states(plain, "rec"))  # B starts at 0: a no-op
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    adapters = [p.detach().clone() for p in model.lora.parameters()]
+    CLLM4RecTrainer(config, model).fit(train, valid, saved=False)
+    assert all(torch.equal(backbone[k], v) for k, v in model.backbone.state_dict().items())
+    assert all(not torch.equal(a, p) for a, p in zip(adapters, model.lora.parameters()))
+    same_tables()
+    assert not torch.allclose(states(model, "rec"), states(plain, "rec"))
+    for kind in ("collab", "content"):
+        assert torch.equal(states(model, kind), states(plain, kind)), kind
 
 
 def test_training_histories_match_the_split(ml100k_tiny):

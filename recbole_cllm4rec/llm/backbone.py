@@ -237,3 +237,58 @@ def first_layers(base, count):
     finally:
         setattr(base, name, layers)
         base.config.num_hidden_layers = depth
+
+
+class LowRankAdapter(torch.nn.Module):
+    """LoRA (Hu et al., 2022) on one frozen projection, attached by a forward hook so the
+    backbone's modules, weights and state-dict keys stay exactly as loaded: the hook adds
+    ``x A^T B^T * alpha / rank`` to the projection's output while ``active``. B starts at zero,
+    so an adapter changes nothing until it has trained."""
+
+    def __init__(self, projection, rank, alpha):
+        super().__init__()
+        if isinstance(projection, torch.nn.Linear):
+            n_in, n_out = projection.in_features, projection.out_features
+        elif hasattr(projection, "nf"):  # GPT-2's Conv1D stores its weight as [in, out]
+            n_in, n_out = projection.weight.shape
+        else:
+            raise BackboneError(f"LoRA supports Linear and GPT-2 Conv1D projections, not {type(projection).__name__}")
+        self.lora_A = torch.nn.Parameter(torch.randn(rank, n_in) / n_in ** 0.5)
+        self.lora_B = torch.nn.Parameter(torch.zeros(n_out, rank))
+        self.scale = alpha / rank
+        self.active = False
+        projection.register_forward_hook(self._add_update)
+
+    def _add_update(self, module, inputs, output):
+        if not self.active:
+            return output
+        return output + (inputs[0] @ self.lora_A.t().to(output.dtype) @ self.lora_B.t().to(output.dtype)) * self.scale
+
+
+def attach_lora(base, layer_count, rank, alpha, targets):
+    """LowRankAdapters on the ``targets`` projections (e.g. q_proj) of the first ``layer_count``
+    decoder blocks (0: all), in block order; an unknown target name is an error."""
+    _, layers = _decoder_layers(base)
+    adapters = []
+    for layer in layers[: layer_count or len(layers)]:
+        projections = {name.rsplit(".", 1)[-1]: module for name, module in layer.named_modules()}
+        missing = [t for t in targets if t not in projections]
+        if missing:
+            raise BackboneError(
+                f"lora_targets {missing} are not modules of {type(layer).__name__}; it has "
+                f"{sorted(n for n, m in projections.items() if n and len(list(m.children())) == 0)}"
+            )
+        adapters += [LowRankAdapter(projections[t], rank, alpha) for t in targets]
+    return torch.nn.ModuleList(adapters)
+
+
+@contextmanager
+def adapters_active(adapters, active=True):
+    """Switch a set of LowRankAdapters on for the duration of a forward (and its backward)."""
+    for adapter in adapters:
+        adapter.active = active
+    try:
+        yield
+    finally:
+        for adapter in adapters:
+            adapter.active = False

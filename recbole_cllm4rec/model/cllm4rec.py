@@ -29,7 +29,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
-from recbole_cllm4rec.llm.backbone import decoder_layer_count, first_layers, load_causal_lm, randomly_initialised
+from recbole_cllm4rec.llm.backbone import (
+    adapters_active, attach_lora, decoder_layer_count, first_layers, load_causal_lm, randomly_initialised,
+)
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
@@ -109,6 +111,12 @@ class CLLM4Rec(GeneralRecommender):
         if self.readout_layers > depth:
             raise ValueError(f"CLLM4Rec config 'readout_layers: {self.readout_layers}' exceeds the backbone's "
                              f"{depth} layers; use 0 (all) or a number up to {depth}")
+        # LoRA on the layers the recommendation LM reads, active in its passes only: the
+        # collaborative and content LMs keep the frozen backbone exactly as loaded.
+        self.lora = nn.ModuleList()
+        if config["lora_rank"]:
+            self.lora = attach_lora(self.backbone.base_model, self.readout_layers, config["lora_rank"],
+                                    config["lora_alpha"], list(config["lora_targets"]))
         hidden = self.backbone.config.hidden_size
         # Scaled dot product: the final-normed states have norm ~sqrt(hidden) x the norm's gain
         # (43 for SmolLM2), so raw dot products made each Adam step on a row move its logit by ~2.
@@ -142,6 +150,10 @@ class CLLM4Rec(GeneralRecommender):
             "id_input_scale": lambda v: isinstance(v, (int, float)) and v > 0,
             "scaled_item_logits": lambda v: isinstance(v, bool),
             "item_bias": lambda v: isinstance(v, bool),
+            "lora_rank": lambda v: isinstance(v, int) and v >= 0,
+            "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
+            "lora_targets": lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v),
+            "lora_learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
         }
         for key, ok in checks.items():
             if not ok(config[key]):
@@ -165,8 +177,17 @@ class CLLM4Rec(GeneralRecommender):
                 "rec": (self.user_rec, self.item_rec)}[kind]
 
     def parameters_of(self, kind):
+        """What a stage trains: the kind's tables, its item bias, and for "rec" the LoRA adapters."""
         bias = [self.item_bias[kind]] if kind in self.item_bias else []
-        return [t.weight for t in self.tables(kind)] + bias
+        adapters = list(self.lora.parameters()) if kind == "rec" else []
+        return [t.weight for t in self.tables(kind)] + bias + adapters
+
+    def optimizer_groups(self, kind, adapter_learning_rate):
+        """``parameters_of(kind)`` as optimiser groups: the adapters at their own learning rate."""
+        adapters = {id(p) for p in self.lora.parameters()}
+        own = [p for p in self.parameters_of(kind) if id(p) not in adapters]
+        lora = [p for p in self.parameters_of(kind) if id(p) in adapters]
+        return [{"params": own}] + ([{"params": lora, "lr": adapter_learning_rate}] if lora else [])
 
     @torch.no_grad()
     def init_rec_from_collab(self):
@@ -205,7 +226,8 @@ class CLLM4Rec(GeneralRecommender):
         self.tokens_processed += int(mask.sum())
         embeds = self.embed(ids, kind)
         depth = 0 if kind == "content" else self.readout_layers
-        with self.autocast_context(), first_layers(self.backbone.base_model, depth):
+        with self.autocast_context(), first_layers(self.backbone.base_model, depth), \
+                adapters_active(self.lora, kind == "rec"):
             out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state.float()
 
