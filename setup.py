@@ -18,7 +18,7 @@ setup(
     packages=find_packages(include=["recbole_cllm4rec", "recbole_cllm4rec.*"]) + ["recbole_cllm4rec.properties"],
     # the top-level properties/ folder travels inside the wheel as recbole_cllm4rec/properties
     package_dir={"recbole_cllm4rec.properties": "properties"},
-    package_data={"recbole_cllm4rec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "preset/*.yaml"]},
+    package_data={"recbole_cllm4rec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "preset/*.yaml", "protocol/*.yaml"]},
     install_requires=[
         "torch>=2.6",
         "numpy>=1.26",

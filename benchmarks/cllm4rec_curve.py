@@ -8,15 +8,8 @@ validation score of baselines from a comparison results file; written as a PNG.
 """
 
 import argparse
-import re
 
-EVALUATION = re.compile(r"epoch (\d+) evaluating \[time: [\d.]+s, valid_score: ([\d.]+)\]")
-
-
-def valid_curve(log_path):
-    """(epoch, valid score) pairs, epochs counted from 1."""
-    with open(log_path, encoding="utf-8") as f:
-        return [(int(m.group(1)) + 1, float(m.group(2))) for m in EVALUATION.finditer(f.read())]
+from recbole_cllm4rec.logs import valid_curve
 
 
 def best_valid(results_path, metric="valid ndcg@10"):

@@ -32,6 +32,8 @@ TINY_CLLM4REC = {
     "finetune_batch_size": 64, "max_doc_items": 32, "max_text_tokens": 16, "readout_layers": 1,
     "use_content": True, "data_path": DATA,
 }
+ALPHAREC = {"epochs": 4, "eval_step": 1, "stopping_step": 100, "mlp_hidden_size": 64, "show_progress": False,
+            "state": "INFO", "data_path": DATA}
 RESULT = "RESULT-JSON:"
 
 _HOOKS = {
@@ -147,10 +149,10 @@ def scenario_concurrent_same_second(workdir, model="BPR", dataset="amazon-sample
     return name, f"ok: 2 checkpoints ({', '.join(os.path.basename(f) for f in files)}), {len(logs)} logs"
 
 
-def scenario_kill_during_save(workdir, model="BPR", dataset="amazon-sample", n=3):
+def scenario_kill_during_save(workdir, model="BPR", dataset="amazon-sample", n=3, config=None):
     """SIGKILL halfway through the Nth checkpoint write: every checkpoint left loads."""
-    rc, _, err = run_child(workdir, model, dataset, BPR, hook="save", n=n)
-    name = f"SIGKILL during checkpoint write #{n}"
+    rc, _, err = run_child(workdir, model, dataset, config or BPR, hook="save", n=n)
+    name = f"SIGKILL during {model} checkpoint write #{n}"
     if rc != -signal.SIGKILL:
         return name, f"failed: the run was not killed (exit {rc}): {_last_line(err)}"
     left = checkpoints(workdir)
@@ -172,7 +174,7 @@ def scenario_kill_during_finetune(workdir, model="BPR", dataset="amazon-sample",
     and the source files stay as they were."""
     config = dict(config or BPR)
     rc, _, err = run_child(workdir, model, dataset, config, hook="epoch", n=kill_epoch)
-    name = f"SIGKILL in finetuning epoch {kill_epoch}, then --resume_file"
+    name = f"SIGKILL in {model} finetuning epoch {kill_epoch}, then --resume_file"
     if rc != -signal.SIGKILL:
         return name, f"failed: the run was not killed (exit {rc}): {_last_line(err)}"
     last = checkpoints(workdir, "*-last.pth")
@@ -191,19 +193,38 @@ def scenario_kill_during_finetune(workdir, model="BPR", dataset="amazon-sample",
     return name, f"ok: resumed from epoch {state['epoch'] + 1} into {os.path.basename(result['model_file'])}"
 
 
+def scenario_kill_during_alpharec_finetune(workdir, dataset="amazon-sample"):
+    """AlphaRec (a small projector) killed at its third epoch resumes from the second."""
+    return scenario_kill_during_finetune(workdir, "AlphaRec", dataset, kill_epoch=2, config=ALPHAREC)
+
+
+def scenario_kill_during_cllm4rec_save(workdir, dataset="amazon-sample"):
+    """CLLM4Rec killed halfway through its second checkpoint write (a pretraining stage's)."""
+    return scenario_kill_during_save(workdir, "CLLM4Rec", dataset, n=2, config=TINY_CLLM4REC)
+
+
+def _killed_then_resumed(workdir, name, model, dataset, config, **kill):
+    """Run until ``kill``'s hook SIGKILLs it, then resume from its last-state checkpoint:
+    ``(resumed result, None)``, or ``(None, (name, failure))``."""
+    rc, _, err = run_child(workdir, model, dataset, config, **kill)
+    if rc != -signal.SIGKILL:
+        return None, (name, f"failed: the run was not killed (exit {rc}): {_last_line(err)}")
+    last = checkpoints(workdir, "*-last.pth")
+    if not last:
+        return None, (name, "failed: no last-state checkpoint to resume from")
+    rc, result, err = run_child(workdir, model, dataset, dict(config, resume_file=last[0]))
+    if rc != 0:
+        return None, (name, f"failed: the resumed run exited {rc}: {_last_line(err)}")
+    return result, None
+
+
 def scenario_kill_during_pretrain(workdir, dataset="amazon-sample"):
     """SIGKILL at CLLM4Rec's collaborative pretraining epoch; resuming skips the finished
     content warm-up and goes on with the collaborative epoch."""
-    rc, _, err = run_child(workdir, "CLLM4Rec", dataset, TINY_CLLM4REC, hook="stage")
     name = "SIGKILL in CLLM4Rec pretraining, then --resume_file"
-    if rc != -signal.SIGKILL:
-        return name, f"failed: the run was not killed (exit {rc}): {_last_line(err)}"
-    last = checkpoints(workdir, "*-last.pth")
-    if not last:
-        return name, "failed: no last-state checkpoint to resume from"
-    rc, result, err = run_child(workdir, "CLLM4Rec", dataset, dict(TINY_CLLM4REC, resume_file=last[0]))
-    if rc != 0:
-        return name, f"failed: the resumed run exited {rc}: {_last_line(err)}"
+    result, failure = _killed_then_resumed(workdir, name, "CLLM4Rec", dataset, TINY_CLLM4REC, hook="stage")
+    if failure:
+        return failure
     stages = result["stages"]
     if "content(no MR)" in stages or "collaborative" not in stages:
         return name, f"failed: the resumed run ran stages {sorted(stages)}"
@@ -270,16 +291,10 @@ def scenario_kill_during_resumed_save(workdir, model="BPR", dataset="amazon-samp
 def scenario_kill_during_cllm4rec_finetune(workdir, dataset="amazon-sample"):
     """CLLM4Rec killed at its second finetuning epoch resumes from the first, without pretraining."""
     config = dict(TINY_CLLM4REC, epochs=3, content_warmup_epochs=0)
-    rc, _, err = run_child(workdir, "CLLM4Rec", dataset, config, hook="epoch", n=1)
     name = "SIGKILL in CLLM4Rec finetuning, then --resume_file"
-    if rc != -signal.SIGKILL:
-        return name, f"failed: the run was not killed (exit {rc}): {_last_line(err)}"
-    last = checkpoints(workdir, "*-last.pth")
-    if not last:
-        return name, "failed: no last-state checkpoint to resume from"
-    rc, result, err = run_child(workdir, "CLLM4Rec", dataset, dict(config, resume_file=last[0]))
-    if rc != 0:
-        return name, f"failed: the resumed run exited {rc}: {_last_line(err)}"
+    result, failure = _killed_then_resumed(workdir, name, "CLLM4Rec", dataset, config, hook="epoch", n=1)
+    if failure:
+        return failure
     stages = result["stages"]
     if "collaborative" in stages or stages.get("recommend", {}).get("epochs") != 2:
         return name, f"failed: the resumed run ran {stages}"
@@ -310,6 +325,8 @@ SCENARIOS = [
     scenario_kill_during_finetune,
     scenario_kill_during_pretrain,
     scenario_kill_during_cllm4rec_finetune,
+    scenario_kill_during_cllm4rec_save,
+    scenario_kill_during_alpharec_finetune,
     scenario_resume_other_split,
     scenario_crafted_pickle,
     scenario_nan_checkpoint,

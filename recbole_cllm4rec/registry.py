@@ -59,6 +59,11 @@ def recbole_model_names():
     return names
 
 
+def _our_trainer(name):
+    """``<name>Trainer`` from ``recbole_cllm4rec.trainer``, or None (RecBole's trainer applies)."""
+    return getattr(importlib.import_module("recbole_cllm4rec.trainer"), f"{name}Trainer", None)
+
+
 def available_models():
     ours = [n for n in OUR_MODELS if _our_module(n) is not None]
     return ours, sorted(recbole_model_names() - set(ours))
@@ -88,7 +93,7 @@ def get_trainer(model_type, name):
     from recbole_cllm4rec.checkpoint import reliable
 
     if name in OUR_MODELS:
-        trainer = getattr(_our_module(name), f"{name}Trainer", None)
+        trainer = _our_trainer(name)
         if trainer is not None:
             return reliable(trainer)
     from recbole.utils import get_trainer as recbole_get_trainer
@@ -125,7 +130,7 @@ def register_with_recbole():
         # recbole.utils.get_model probes recbole.model.<package>.<name.lower()> with find_spec,
         # which answers from sys.modules, then reads the class off that module.
         sys.modules[f"recbole.model.general_recommender.{name.lower()}"] = module
-        trainer = getattr(module, f"{name}Trainer", None)
+        trainer = _our_trainer(name)
         if trainer is not None:
             setattr(recbole.trainer, f"{name}Trainer", trainer)
 

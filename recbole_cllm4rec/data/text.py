@@ -30,15 +30,14 @@ def _field_strings(dataset, field, values):
     return [" ".join(f"{x:g}" for x in row) for row in values]  # FLOAT_SEQ
 
 
-def entity_texts(dataset, source, template, skip=()):
+def entity_texts(dataset, source, template):
     """Render ``template`` for every user (``source='user'``) or item of ``dataset``.
 
     Returns a list indexed by RecBole's internal id (index 0, the padding id, is ''). Rows
-    whose fields are all empty render as '' so callers can drop them. Placeholders listed in
-    ``skip`` (ID words the caller fills itself) are kept as ``{name}``.
+    whose fields are all empty render as '' so callers can drop them.
     """
     feat = dataset.user_feat if source == "user" else dataset.item_feat
-    names = [f for f in template_fields(template) if f not in skip]
+    names = template_fields(template)
     loaded = set(feat.columns) if feat is not None else set()
     missing = [f for f in names if f not in loaded]
     if missing:
@@ -49,9 +48,8 @@ def entity_texts(dataset, source, template, skip=()):
         )
     n_rows = dataset.user_num if source == "user" else dataset.item_num
     columns = {f: _field_strings(dataset, f, feat[f]) for f in names}
-    keep = {s: "{" + s + "}" for s in skip}
     texts = [""]
     for row in range(1, n_rows):
         values = {f: columns[f][row] for f in names}
-        texts.append(template.format(**values, **keep) if any(values.values()) else "")
+        texts.append(template.format(**values) if any(values.values()) else "")
     return texts

@@ -96,6 +96,9 @@ class AlphaRec(GeneralRecommender):
         self.item_representation = config["item_representation"]
         self.intention_alpha = config["intention_alpha"]
         self.normalize_representations = config["normalize_representations"]
+        self.positive_sampling = config["positive_sampling"]
+        if self.positive_sampling not in ("interaction", "user"):
+            raise ValueError(f"positive_sampling must be 'interaction' or 'user', not '{self.positive_sampling}'")
         if self.item_representation not in ("language", "id"):
             raise ValueError(f"item_representation must be 'language' or 'id', not "
                              f"'{self.item_representation}'")
@@ -104,6 +107,11 @@ class AlphaRec(GeneralRecommender):
         interactions = dataset.inter_matrix(form="csr").astype(np.float32)
         interactions.data[:] = 1.0  # repeated (user, item) rows count once
         self.history = interactions
+        # CSR rows of the training positives, for drawing a user's positive uniformly
+        self.register_buffer("history_indptr", torch.from_numpy(interactions.indptr.astype(np.int64)), persistent=False)
+        self.register_buffer("history_items", torch.from_numpy(interactions.indices.astype(np.int64)), persistent=False)
+        degrees = np.diff(interactions.indptr)
+        self.register_buffer("active_users", torch.from_numpy(np.flatnonzero(degrees).astype(np.int64)), persistent=False)
         with warnings.catch_warnings():  # "CSR support is in beta": matmul is all we use
             warnings.simplefilter("ignore", UserWarning)
             adjacency = sparse_tensor(normalized_adjacency(interactions)).to_sparse_csr()
@@ -222,10 +230,21 @@ class AlphaRec(GeneralRecommender):
             hit = (hit[0][still], hit[1][still])
         return negatives
 
+    def sample_user_positives(self, count):
+        """``count`` (user, positive) pairs: users uniform over those with training items, each
+        with one of their training items drawn uniformly (how the authors' code samples)."""
+        users = self.active_users[torch.randint(len(self.active_users), (count,), device=self.active_users.device)]
+        start, end = self.history_indptr[users], self.history_indptr[users + 1]
+        offsets = (torch.rand(count, device=users.device) * (end - start)).long()
+        return users, self.history_items[start + offsets]
+
     def calculate_loss(self, interaction):
         if self.restore_user_e is not None:
             self.restore_user_e, self.restore_item_e = None, None
         users, items = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        if self.positive_sampling == "user":
+            # RecBole's loader sets how many pairs a step holds; who they are is drawn here.
+            users, items = self.sample_user_positives(len(users))
         user_e, item_e = self.forward()
         u = F.normalize(user_e[users], dim=-1)
         all_items = F.normalize(item_e, dim=-1)

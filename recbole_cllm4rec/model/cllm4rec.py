@@ -409,5 +409,3 @@ class CLLM4Rec(GeneralRecommender):
                 f"{self.backbone_fingerprint()}; set llm_path to the checkpoint's backbone"
             )
 
-
-from recbole_cllm4rec.trainer.cllm4rec_trainer import CLLM4RecTrainer  # noqa: E402,F401  (registry looks here)

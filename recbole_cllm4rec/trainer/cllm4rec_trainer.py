@@ -31,6 +31,8 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         self.optimizer = self._build_optimizer(params=model.optimizer_groups("rec", config["lora_learning_rate"]))
         self.collab_optimizer = self._build_optimizer(params=model.parameters_of("collab"), learning_rate=pretrain_lr)
         self.content_optimizer = self._build_optimizer(params=model.parameters_of("content"), learning_rate=pretrain_lr)
+        # content epochs inside finetuning (finetune_content_epochs) step the content tables at the finetuning lr
+        self.finetune_content_optimizer = self._build_optimizer(params=model.parameters_of("content"))
         self.use_content = config["use_content"]
         self.reorder_items = config["reorder_items"]
         self.pretrain_batch_size = config["pretrain_batch_size"]
@@ -178,9 +180,8 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
 
     # ---- checkpoints: the pretraining optimisers and progress go along (CheckpointMixin hooks) --
     def _extra_checkpoint_state(self):
-        optimizers = {"collab": self.collab_optimizer.state_dict(), "content": self.content_optimizer.state_dict()}
-        if hasattr(self, "finetune_content_optimizer"):
-            optimizers["finetune_content"] = self.finetune_content_optimizer.state_dict()
+        optimizers = {"collab": self.collab_optimizer.state_dict(), "content": self.content_optimizer.state_dict(),
+                      "finetune_content": self.finetune_content_optimizer.state_dict()}
         return {"optimizers": optimizers, "pretrain_progress": dict(self.pretrain_progress)}
 
     def _load_extra_checkpoint_state(self, checkpoint):
@@ -190,7 +191,6 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         if "content" in optimizers:
             self.content_optimizer.load_state_dict(optimizers["content"])
         if "finetune_content" in optimizers:
-            self.finetune_content_optimizer = self._build_optimizer(params=self.model.parameters_of("content"))
             self.finetune_content_optimizer.load_state_dict(optimizers["finetune_content"])
         progress = checkpoint.get("pretrain_progress")
         if progress is not None:
@@ -235,8 +235,6 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
 
         losses = self._epoch("recommend", batches, step, show_progress)
         if self.use_content and self.config["finetune_content_epochs"]:
-            if not hasattr(self, "finetune_content_optimizer"):
-                self.finetune_content_optimizer = self._build_optimizer(params=self.model.parameters_of("content"))
             for _ in range(self.config["finetune_content_epochs"]):
                 self.content_epoch("rec", self.finetune_content_optimizer, show_progress)
         return losses
