@@ -98,7 +98,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     start = time.time()
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_run_logger(config)  # log/<Model>/...-<run stamp>-<md5>.log: one file per run
+    log_file = init_run_logger(config)  # log/<Model>/...-<run stamp>-<md5>.log: one file per run
     logger = getLogger()
     if config["local_rank"] != 0:  # one log file per run, written by rank 0
         for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
@@ -141,7 +141,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
         "total_time_s": time.time() - start,
         "peak_rss_mb": peak_rss_mb(),
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
-        "log_file": next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), None),
+        "log_file": log_file,
         "protocol": protocol(config),
         "stages": getattr(trainer, "stage_stats", {}),  # per-stage tokens and seconds (LLM models)
     }

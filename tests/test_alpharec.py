@@ -192,7 +192,10 @@ def test_missing_item_text_names_the_fix(data):
         config["item_text"] = build_config("AlphaRec", "ml-100k")["item_text"]
 
 
-def test_default_learning_rate_beats_the_earlier_four_times_larger_one(tmp_path, monkeypatch):
+PREVIOUS_LEARNING_RATE = 2e-3  # AlphaRec's default before issue 14, chosen on one protocol alone
+
+
+def test_default_learning_rate_trains_below_the_previous_one(tmp_path, monkeypatch):
     """Issue 14's root cause: lr 2e-3 (4x the authors') left the training loss higher at every
     epoch on the implicit protocol (46.0 vs 44.7 after 8 epochs), so runs stopped on a noisy
     plateau. Same seed, same data, 8 epochs: the default's loss must end clearly lower."""
@@ -201,12 +204,11 @@ def test_default_learning_rate_beats_the_earlier_four_times_larger_one(tmp_path,
     monkeypatch.chdir(tmp_path)
     protocol = [os.path.join(os.path.dirname(os.path.dirname(__file__)), "properties", "protocol", "ml-100k-implicit.yaml")]
     quick = {"epochs": 8, "eval_step": 8, "show_progress": False}
-    default_lr = build_config("AlphaRec", "ml-100k")["learning_rate"]
     final = {}
-    for lr in (default_lr, 4 * default_lr):
-        result = recbole_cllm4rec.run("AlphaRec", "ml-100k", protocol, dict(quick, learning_rate=lr), saved=False)
-        final[lr] = train_losses(result["log_file"])[-1][1]
-    assert final[default_lr] < 0.985 * final[4 * default_lr], final
+    for label, overrides in (("default", {}), ("previous", {"learning_rate": PREVIOUS_LEARNING_RATE})):
+        result = recbole_cllm4rec.run("AlphaRec", "ml-100k", protocol, dict(quick, **overrides), saved=False)
+        final[label] = train_losses(result["log_file"])[-1][1]
+    assert final["default"] < 0.985 * final["previous"], final
 
 
 def test_id_ablation_trains_through_recbole(tmp_path):
