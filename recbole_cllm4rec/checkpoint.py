@@ -225,13 +225,18 @@ def load_checkpoint(path, map_location=None, require_state_dict=True):
     config = checkpoint.get("config")
     if config is not None and hasattr(config, "final_config_dict"):
         _restore_config(config)
+    refuse_non_finite(checkpoint, f"checkpoint '{path}'")
+    return checkpoint
+
+
+def refuse_non_finite(checkpoint, what):
+    """A ``CheckpointError`` naming ``what`` when any of its floating tensors holds NaN or inf."""
     bad = non_finite_tensors(checkpoint)
     if bad:
         raise CheckpointError(
-            f"checkpoint '{path}' holds NaN or infinite values in {', '.join(bad[:3])}"
+            f"{what} holds NaN or infinite values in {', '.join(bad[:3])}"
             f"{' and more' if len(bad) > 3 else ''}: it is corrupt or the run diverged; use another checkpoint"
         )
-    return checkpoint
 
 
 def _restore_config(config):

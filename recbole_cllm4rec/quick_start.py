@@ -323,17 +323,22 @@ def _writer(results_file, title, commands):
     return write
 
 
+def _check_before_training(runs, dataset, config_file_list, results_file):
+    """Every ``(model, config_dict)`` of a comparison builds its config (a typo in a model name,
+    a bad value, metrics that disagree) and the results file is writable, before any trains."""
+    for model, config_dict in runs:
+        build_config(model, dataset, config_file_list, config_dict)
+    if results_file:
+        check_writable(results_file)
+
+
 def compare(models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None,
             saved=True, **launch):
     """Run several models on the same dataset and split; one side-by-side table. ``launch``:
     ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``. The table is
     rewritten after each model, and a model that fails gets a row saying why."""
     _refuse_unguarded_main("compare")
-    for model in models:
-        get_model(model)  # fail before any training on a typo in the list
-        build_config(model, dataset, config_file_list, config_dict)  # or a bad value, or metrics that disagree
-    if results_file:
-        check_writable(results_file)
+    _check_before_training([(m, config_dict) for m in models], dataset, config_file_list, results_file)
     write = _writer(results_file, f"{dataset}: {', '.join(models)}",
                     [command_line(models, dataset, config_file_list, config_dict)])
     results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch, write)
@@ -344,10 +349,8 @@ def compare_variants(model, variants, dataset="ml-100k", config_file_list=None, 
                      results_file=None, saved=True):
     """One model under several settings (an ablation); ``variants`` maps a label to overrides."""
     _refuse_unguarded_main("compare_variants")
-    get_model(model)
-    if results_file:
-        check_writable(results_file)
     settings = {label: {**(config_dict or {}), **overrides} for label, overrides in variants.items()}
+    _check_before_training([(model, cfg) for cfg in settings.values()], dataset, config_file_list, results_file)
     commands = [f"{label}: {command_line([model], dataset, config_file_list, cfg)}" for label, cfg in settings.items()]
     write = _writer(results_file, f"{dataset}: {model} variants", commands)
     results = _run_isolated([(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()],

@@ -176,18 +176,21 @@ class CLLM4Rec(GeneralRecommender):
                 "content": (self.user_content, self.item_content),
                 "rec": (self.user_rec, self.item_rec)}[kind]
 
+    def _tables_and_bias(self, kind):
+        bias = [self.item_bias[kind]] if kind in self.item_bias else []
+        return [t.weight for t in self.tables(kind)] + bias
+
+    def _adapters(self, kind):
+        return list(self.lora.parameters()) if kind == "rec" else []
+
     def parameters_of(self, kind):
         """What a stage trains: the kind's tables, its item bias, and for "rec" the LoRA adapters."""
-        bias = [self.item_bias[kind]] if kind in self.item_bias else []
-        adapters = list(self.lora.parameters()) if kind == "rec" else []
-        return [t.weight for t in self.tables(kind)] + bias + adapters
+        return self._tables_and_bias(kind) + self._adapters(kind)
 
     def optimizer_groups(self, kind, adapter_learning_rate):
         """``parameters_of(kind)`` as optimiser groups: the adapters at their own learning rate."""
-        adapters = {id(p) for p in self.lora.parameters()}
-        own = [p for p in self.parameters_of(kind) if id(p) not in adapters]
-        lora = [p for p in self.parameters_of(kind) if id(p) in adapters]
-        return [{"params": own}] + ([{"params": lora, "lr": adapter_learning_rate}] if lora else [])
+        adapters = self._adapters(kind)
+        return [{"params": self._tables_and_bias(kind)}] + ([{"params": adapters, "lr": adapter_learning_rate}] if adapters else [])
 
     @torch.no_grad()
     def init_rec_from_collab(self):

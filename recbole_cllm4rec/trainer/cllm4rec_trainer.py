@@ -18,7 +18,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, non_finite_tensors, run_stamp
+from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, refuse_non_finite, run_stamp
 from recbole_cllm4rec.data.corpus import CorpusError, length_batches
 from recbole_cllm4rec.distributed import all_reduce_sum, rank, shard, sum_gradients
 
@@ -208,9 +208,7 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
                                   f"use one this package's pretraining wrote") from None
         if not isinstance(saved, dict) or "state_dict" not in saved:
             raise CheckpointError(f"pretrained_file '{path}' holds no state_dict")
-        bad = non_finite_tensors(saved)
-        if bad:
-            raise CheckpointError(f"pretrained_file '{path}' holds NaN or infinite values in {', '.join(bad[:3])}")
+        refuse_non_finite(saved, f"pretrained_file '{path}'")
         self.model.load_other_parameter(saved.get("other_parameter"))
         self.model.load_state_dict(saved["state_dict"])
         self.model.init_rec_from_collab()
