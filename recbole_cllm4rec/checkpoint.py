@@ -276,7 +276,8 @@ def non_finite_tensors(checkpoint):
 # ---- what a checkpoint belongs to -------------------------------------------------------------
 SPLIT_KEYS = ("eval_args", "seed", "benchmark_filename", "load_col", "unload_col", "rm_dup_inter",
               "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval",
-              "item_inter_num_interval", "USER_ID_FIELD", "ITEM_ID_FIELD")
+              "item_inter_num_interval", "USER_ID_FIELD", "ITEM_ID_FIELD",
+              "cold_item_ratio", "cold_user_ratio", "cold_user_max_history")
 
 
 def split_fingerprint(config):

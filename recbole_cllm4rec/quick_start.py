@@ -15,7 +15,7 @@ from logging import getLogger
 import yaml
 
 from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
-from recbole_cllm4rec import validation
+from recbole_cllm4rec import coldstart, validation
 
 
 class ConfigFileError(ValueError):
@@ -128,6 +128,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     )
     train_time = time.time() - fit_start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    extra = coldstart.extra_results(config, trainer, train_data, test_data, config["show_progress"])
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
     return {
@@ -144,6 +145,7 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
         "log_file": log_file,
         "protocol": protocol(config),
         "stages": getattr(trainer, "stage_stats", {}),  # per-stage tokens and seconds (LLM models)
+        "extra_results": extra,  # further test tables of a cold-start protocol
     }
 
 
@@ -198,7 +200,7 @@ def protocol(config):
     return (f"dataset {config['dataset']}, split {args['split']}, order {args['order']}, "
             f"group_by {args['group_by']}, mode {args['mode']}, seed {config['seed']}, "
             f"valid metric {config['valid_metric']}, "
-            f"RecBole full ranking (train+valid items excluded at test)")
+            f"RecBole full ranking (train+valid items excluded at test){coldstart.describe(config)}")
 
 
 def _run_in_child(args):
@@ -398,6 +400,7 @@ def write_results(path, results, table, title, commands):
         f"{datetime.date.today().isoformat()}. Train time is `trainer.fit` wall time; peak RSS is "
         f"the process's maximum resident set (one process per model).", "",
         table, "",
+        *coldstart.extra_tables(finished),
     ]
     for r in finished:
         if r.get("stages"):

@@ -150,3 +150,7 @@ def register_with_recbole():
         check_dataset(self.config)
 
     Dataset._download = _download
+
+    from recbole_cllm4rec import coldstart
+
+    coldstart.register()  # the cold-start splits and the candidate mask at full-sort time

@@ -54,6 +54,9 @@ RANGES = {
     "worker": (0, True, None, None),
     "metric_decimal_place": (0, True, None, None),
     "MAX_ITEM_LIST_LENGTH": (1, True, None, None),
+    "cold_item_ratio": (0, True, 1, False),
+    "cold_user_ratio": (0, True, 1, False),
+    "cold_user_max_history": (0, True, None, None),
 }
 SUFFIX_RANGES = {
     "batch_size": (1, True, None, None),
@@ -69,6 +72,8 @@ CHOICES = {
     "llm_weights": ("pretrained", "random"),
     "text_pooling": ("auto", "mean", "cls", "max", "last"),
     "item_representation": ("language", "id"),
+    "cold_item_rows": ("trained", "content", "content_map"),
+    "content_init": ("random", "text"),
     "learner": ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam", "adamw"),
     "state": ("info", "debug", "warning", "error", "critical"),
 }
@@ -417,6 +422,9 @@ def check_metrics(metrics, topk, valid_metric):
 def check_config(config):
     """Checks on the merged Config (user values over the property files' defaults)."""
     check_metrics(config["metrics"], config["topk"], config["valid_metric"])
+    from recbole_cllm4rec.coldstart import protocol_of
+
+    protocol_of(config)  # the cold-start keys agree with each other and with the split
 
 
 def check_data(config, dataset, train_data=None, valid_data=None, test_data=None):
