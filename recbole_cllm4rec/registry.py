@@ -12,6 +12,7 @@ import sys
 OUR_MODELS = {
     "CLLM4Rec": "recbole_cllm4rec.model.cllm4rec",
     "AlphaRec": "recbole_cllm4rec.model.alpharec",
+    "TextKNN": "recbole_cllm4rec.model.textknn",
 }
 RECBOLE_MODEL_PACKAGES = [
     "general_recommender", "context_aware_recommender", "sequential_recommender",

@@ -28,8 +28,7 @@ from torch import nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_cllm4rec.data.text import entity_texts
-from recbole_cllm4rec.llm.text_encoder import TextEncoder
+from recbole_cllm4rec.llm.text_encoder import item_text_vectors
 
 BITMAP_LIMIT = 2**26  # user x item pairs up to which training positives are kept as a bitmap (64 MB)
 
@@ -160,26 +159,8 @@ class AlphaRec(GeneralRecommender):
         self.other_parameter_name = ["restore_user_e", "restore_item_e"]
 
     def _item_language_representations(self, config, dataset):
-        template = config["item_text"]
-        if not template:
-            raise ValueError(
-                f"AlphaRec needs item texts, but dataset '{dataset.dataset_name}' has no "
-                f"`item_text` template: set item_text in its yaml, e.g. "
-                f"item_text: \"{{title}}\" (fields in braces are .item columns listed under "
-                f"load_col: item), or use item_representation: id"
-            )
-        if not isinstance(template, str):  # yaml reads an unquoted {title} as a mapping
-            raise ValueError(f"item_text must be a string, got {template!r}: quote it in yaml, "
-                             f"item_text: \"{{title}}\"")
-        texts = entity_texts(dataset, "item", template)
-        self.encoder = TextEncoder(
-            config["text_encoder"], pooling=config["text_pooling"], max_length=config["text_max_length"],
-            batch_size=config["text_batch_size"], cache_dir=config["embedding_cache_dir"],
-            device=config["device"], show_progress=config["show_progress"],
-        )
-        z = self.encoder.encode(texts[1:])  # index 0 is padding
-        self.encoder.release()  # training needs only the vectors; intentions reload the LM
-        return torch.cat([z.new_zeros(1, z.shape[1]), z])  # CPU; model.to(device) moves the buffers
+        z, self.encoder = item_text_vectors(config, dataset, "AlphaRec", ", or use item_representation: id")
+        return z  # CPU; model.to(device) moves the buffers
 
     # ---- forward -------------------------------------------------------------------------
     def input_representations(self):
