@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
+from recbole_cllm4rec.model import cold_items
 from recbole_cllm4rec.llm.backbone import (
     adapters_active, attach_lora, decoder_layer_count, first_layers, load_causal_lm, randomly_initialised,
 )
@@ -131,6 +132,11 @@ class CLLM4Rec(GeneralRecommender):
             prior = self._log_popularity()
             self.item_bias.update({kind: nn.Parameter(prior.clone()) for kind in ("collab", "rec")})
         self.init_rec_from_collab()
+        self.cold_item_rows = config["cold_item_rows"]
+        if config["content_init"] == "text":
+            with torch.no_grad():
+                self.item_content.weight.copy_(cold_items.text_rows(self, dataset, config["item_text"]))
+        self._ranking_rows = None  # (rows,) cached while evaluating; see cold_items.ranking_rows
 
     # ---- set-up --------------------------------------------------------------------------
     @staticmethod
@@ -154,11 +160,16 @@ class CLLM4Rec(GeneralRecommender):
             "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
             "lora_targets": lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v),
             "lora_learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
+            "cold_item_rows": lambda v: v in ("trained", "content", "content_map"),
+            "content_init": lambda v: v in ("random", "text"),
         }
         for key, ok in checks.items():
             if not ok(config[key]):
                 raise ValueError(f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
                                  f"properties/model/CLLM4Rec.yaml for its meaning and range")
+        if config["cold_item_rows"] != "trained" and not config["use_content"] and config["content_init"] == "random":
+            raise ValueError(f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
+                             f"without the content LM: set use_content: True or content_init: text")
 
     def _tables(self, hidden, std):
         users, items = nn.Embedding(self.n_users, hidden), nn.Embedding(self.n_items, hidden)
@@ -201,6 +212,7 @@ class CLLM4Rec(GeneralRecommender):
 
     def train(self, mode=True):
         super().train(mode)
+        self._ranking_rows = None  # the tables may change from here on
         if not self.backbone_dropout:
             self.backbone.eval()
         return self
@@ -234,12 +246,14 @@ class CLLM4Rec(GeneralRecommender):
             out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state.float()
 
-    def item_logits(self, states, kind):
+    def item_logits(self, states, kind, rows=None):
         """Item-head logits [N, n_items] of ``states`` [N, H]: tied to the kind's input item
-        table, optionally scaled and biased; RecBole's padding item 0 never wins."""
-        logits = states @ self.tables(kind)[1].weight.t() * self.logit_scale
-        if kind in self.item_bias:
-            logits = logits + self.item_bias[kind]
+        table (or ``rows``: (table, bias)), optionally scaled and biased; RecBole's padding item
+        0 never wins."""
+        weight, bias = rows or (self.tables(kind)[1].weight, self.item_bias[kind] if kind in self.item_bias else None)
+        logits = states @ weight.t() * self.logit_scale
+        if bias is not None:
+            logits = logits + bias
         logits[:, 0] = float("-inf")
         return logits
 
@@ -329,9 +343,9 @@ class CLLM4Rec(GeneralRecommender):
         weights = is_item.float() / is_item.sum(1, keepdim=True).clamp(min=1)
         return torch.einsum("bl,blh->bh", weights, hidden)
 
-    def rec_scores(self, users, visible):
+    def rec_scores(self, users, visible, rows=None):
         """Item scores [B, n_items] from the read-out of the recommendation prompt."""
-        return self.item_logits(self.prompt_states(users, visible), "rec")
+        return self.item_logits(self.prompt_states(users, visible), "rec", rows)
 
     def recommendation_examples(self, users):
         """(user, visible history, target items) per user: a fresh random mask each call."""
@@ -370,8 +384,10 @@ class CLLM4Rec(GeneralRecommender):
         histories = [self.corpus.eval_history(u, self.seed) for u in users]
         lengths = [len(h) for h in histories]
         scores = torch.empty(len(users), self.n_items, device=self.device)
+        if self._ranking_rows is None:  # cold items' rows from the content side (cold_item_rows)
+            self._ranking_rows = (cold_items.ranking_rows(self),)
         for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
-            scores[batch] = self.rec_scores(users[batch], [histories[i] for i in batch])
+            scores[batch] = self.rec_scores(users[batch], [histories[i] for i in batch], self._ranking_rows[0])
         return scores
 
     def predict(self, interaction):
@@ -390,6 +406,7 @@ class CLLM4Rec(GeneralRecommender):
         # The frozen backbone is rebuilt from llm_path, not stored in every checkpoint.
         full = {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
         full.update(state_dict)
+        self._ranking_rows = None
         return super().load_state_dict(full, strict=strict, assign=assign)
 
     def backbone_fingerprint(self):

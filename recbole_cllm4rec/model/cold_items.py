@@ -1,0 +1,89 @@
+"""CLLM4Rec's rows for items with no training interaction (``cold_item_rows``).
+
+Such an item is never a target, so its recommendation row and bias are only ever pushed down
+as a negative. At ranking time its row can instead come from the content side:
+
+* ``content``: its content row as is, with the warm items' mean bias (the two tables share a
+  space only where mutual regularisation ties them, i.e. use_content with mr_weight > 0);
+* ``content_map``: a ridge regression from ``[content row]`` to ``[rec row, bias]``, fitted on
+  the warm items after training and applied to the cold ones; the ridge strength is chosen on a
+  seeded fifth of the warm items held out from the fit.
+
+The score is still the LM's prompt state dotted with the row (plus the bias).
+``content_init: text`` starts every item's content row at the mean input embedding of its text's
+tokens (divided by id_input_scale, which the model multiplies back on input), so the content
+row carries the text from the first step.
+"""
+
+import numpy as np
+import torch
+
+from recbole_cllm4rec.data.text import entity_texts
+
+RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # times the mean squared feature
+
+
+def text_rows(model, dataset, template):
+    """[n_items, hidden] mean token embedding of each item's text (zeros where it has none)."""
+    if not template:
+        raise ValueError(f"content_init: text needs item texts, but dataset '{dataset.dataset_name}' has no "
+                         f"item_text template: set item_text in its yaml, or use content_init: random")
+    embedding = model.backbone.get_input_embeddings().weight.detach()
+    rows = torch.zeros(model.n_items, embedding.shape[1])
+    for item, text in enumerate(entity_texts(dataset, "item", template)):
+        ids = model.corpus._text_ids(text) if text.strip() else []
+        if len(ids):
+            rows[item] = embedding[torch.as_tensor(ids)].float().mean(0) / model.id_input_scale
+    return rows
+
+
+def _ridge(x, y, strength):
+    """Centred ridge: ``(weights, intercept)`` of y ~ x."""
+    mx, my = x.mean(0), y.mean(0)
+    xc = x - mx
+    gram = xc.T @ xc + strength * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    weights = torch.linalg.solve(gram, xc.T @ (y - my))
+    return weights, my - mx @ weights
+
+
+def fit_map(x, y, seed):
+    """Ridge map x -> y with the strength that predicts a held-out fifth of the rows best."""
+    x, y = x.double(), y.double()
+    scale = x.pow(2).mean().item()
+    order = np.random.default_rng(seed).permutation(len(x))
+    held, fit = order[: len(x) // 5], order[len(x) // 5:]
+    errors = []
+    for factor in RIDGE_GRID:
+        w, b = _ridge(x[fit], y[fit], factor * scale)
+        errors.append((x[held] @ w + b - y[held]).pow(2).mean().item())
+    best = RIDGE_GRID[int(np.argmin(errors))]
+    return _ridge(x, y, best * scale), best
+
+
+@torch.no_grad()
+def ranking_rows(model):
+    """``(item rows, item bias or None)`` to rank with, or None when the trained ones are used."""
+    if model.cold_item_rows == "trained":
+        return None
+    warm = np.bincount(np.concatenate(model.corpus.histories), minlength=model.n_items) > 0
+    warm[0] = False
+    cold = ~warm
+    cold[0] = False
+    if not cold.any() or not warm.any():
+        return None
+    rows = model.item_rec.weight.detach().clone()
+    bias = model.item_bias["rec"].detach().clone() if "rec" in model.item_bias else None
+    content = model.item_content.weight.detach()
+    warm_t, cold_t = torch.from_numpy(warm).to(rows.device), torch.from_numpy(cold).to(rows.device)
+    if model.cold_item_rows == "content":
+        rows[cold_t] = content[cold_t]
+        if bias is not None:
+            bias[cold_t] = bias[warm_t].mean()
+        return rows, bias
+    target = rows[warm_t] if bias is None else torch.cat([rows[warm_t], bias[warm_t, None]], 1)
+    (weights, intercept), _ = fit_map(content[warm_t].cpu(), target.cpu(), model.seed)
+    predicted = (content[cold_t].cpu().double() @ weights + intercept).to(rows.dtype).to(rows.device)
+    rows[cold_t] = predicted[:, : rows.shape[1]]
+    if bias is not None:
+        bias[cold_t] = predicted[:, -1]
+    return rows, bias
