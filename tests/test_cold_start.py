@@ -180,3 +180,14 @@ def test_run_writes_the_whole_catalogue_and_bucket_tables(workdir):
 
     lines = extra_tables([user])
     assert lines[0].startswith("Test NDCG@10 by training-history length") and lines[-2].startswith("| Pop |")
+
+
+def test_alpharec_can_keep_cold_items_out_of_its_negatives(cold_item_split):
+    from recbole_cllm4rec.model.alpharec import AlphaRec
+
+    _, _, (train, _, test) = cold_item_split
+    config = build_config("AlphaRec", "ml-100k", [COLD_ITEM], dict(QUIET, mlp_hidden_size=64, negative_items="trained"))
+    model = AlphaRec(config, train._dataset)
+    negatives = model.sample_negatives(torch.arange(1, 65))
+    assert not test._dataset.candidate_items[negatives].any()
+    assert negatives.unique().numel() > 1000  # still spread over the warm catalogue

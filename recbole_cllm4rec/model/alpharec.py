@@ -110,6 +110,15 @@ class AlphaRec(GeneralRecommender):
         self.register_buffer("history_indptr", torch.from_numpy(interactions.indptr.astype(np.int64)), persistent=False)
         self.register_buffer("history_items", torch.from_numpy(interactions.indices.astype(np.int64)), persistent=False)
         degrees = np.diff(interactions.indptr)
+        # negative_items: trained keeps items without a training interaction (cold items) out
+        # of the negatives, which would otherwise teach the projector to push their texts away.
+        if config["negative_items"] not in ("all", "trained"):
+            raise ValueError(f"negative_items must be 'all' or 'trained', not '{config['negative_items']}'")
+        if config["negative_items"] == "trained":
+            trained = np.flatnonzero(np.bincount(interactions.indices, minlength=self.n_items) > 0)
+            self.register_buffer("negative_pool", torch.from_numpy(trained.astype(np.int64)), persistent=False)
+        else:
+            self.negative_pool = None
         self.register_buffer("active_users", torch.from_numpy(np.flatnonzero(degrees).astype(np.int64)), persistent=False)
         with warnings.catch_warnings():  # "CSR support is in beta": matmul is all we use
             warnings.simplefilter("ignore", UserWarning)
@@ -193,19 +202,24 @@ class AlphaRec(GeneralRecommender):
         found = torch.searchsorted(self.positive_keys, keys).clamp(max=len(self.positive_keys) - 1)
         return self.positive_keys[found] == keys
 
+    def _draw_items(self, shape, device):
+        if self.negative_pool is None:
+            return torch.randint(1, self.n_items, shape, device=device)
+        return self.negative_pool[torch.randint(len(self.negative_pool), shape, device=device)]
+
     def sample_negatives(self, users, rounds=3):
         """``[batch, n_negatives]`` uniform item ids, re-drawn where they hit a training positive.
 
         Each round re-draws only the hits, so a few rounds leave ~density^(rounds+1) false
         negatives (nil here); the last ones are kept rather than looping without bound.
         """
-        negatives = torch.randint(1, self.n_items, (users.shape[0], self.n_negatives), device=users.device)
+        negatives = self._draw_items((users.shape[0], self.n_negatives), users.device)
         rows = users.unsqueeze(1).expand_as(negatives)
         hit = self.is_positive(rows, negatives).nonzero(as_tuple=True)
         for _ in range(rounds):
             if hit[0].numel() == 0:
                 break
-            redrawn = torch.randint(1, self.n_items, (hit[0].numel(),), device=users.device)
+            redrawn = self._draw_items((hit[0].numel(),), users.device)
             negatives[hit] = redrawn
             still = self.is_positive(rows[hit], redrawn)
             hit = (hit[0][still], hit[1][still])
