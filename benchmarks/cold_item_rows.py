@@ -44,6 +44,16 @@ def main():
     if protocol_of(config) != "item":
         raise SystemExit(f"error: {args.model_file} was not trained on a cold-item protocol (cold_item_ratio is unset)")
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    # The prompt states do not depend on the item rows: compute each batch's once for all variants.
+    states, prompt_states = {}, model.prompt_states
+
+    def cached_states(users, visible):
+        key = tuple(int(u) for u in users)
+        if key not in states:
+            states[key] = prompt_states(users, visible)
+        return states[key]
+
+    model.prompt_states = cached_states
     variants = [("trained (never a target)", "trained", None), ("content row as is", "content", None),
                 ("content_map (content rows after the content LM)", "content_map", None)]
     if config["content_init"] == "text":

@@ -89,28 +89,21 @@ def _per_user_split(dataset, positions, ratios):
     return [np.asarray(p, dtype=np.int64) for p in parts]
 
 
-def cold_items(dataset, ratio, seed):
-    """Sorted internal ids of the cold items: a seeded share of the items with interactions."""
-    items = np.unique(dataset.inter_feat[dataset.iid_field].numpy())
-    n = int(round(ratio * len(items)))
-    if not 0 < n < len(items):
-        raise ColdStartConfigError(f"cold_item_ratio={ratio} selects {n} of {len(items)} items: pick a ratio "
-                                   f"that leaves some items cold and some warm")
-    return np.sort(np.random.default_rng(seed).choice(items, n, replace=False))
-
-
-def cold_users(dataset, ratio, seed):
-    users = np.unique(dataset.inter_feat[dataset.uid_field].numpy())
-    n = int(round(ratio * len(users)))
-    if not 0 < n < len(users):
-        raise ColdStartConfigError(f"cold_user_ratio={ratio} selects {n} of {len(users)} users: pick a ratio "
-                                   f"that leaves some users cold and some warm")
-    return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
+def draw_cold(dataset, kind, ratio, seed):
+    """Sorted internal ids of a seeded share of the items (``kind='item'``) or users that have
+    interactions: the cold ones."""
+    field = dataset.iid_field if kind == "item" else dataset.uid_field
+    ids = np.unique(dataset.inter_feat[field].numpy())
+    n = int(round(ratio * len(ids)))
+    if not 0 < n < len(ids):
+        raise ColdStartConfigError(f"cold_{kind}_ratio={ratio} selects {n} of {len(ids)} {kind}s: pick a ratio "
+                                   f"that leaves some {kind}s cold and some warm")
+    return np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
 
 
 def split_cold_items(dataset):
     config = dataset.config
-    cold = cold_items(dataset, config["cold_item_ratio"], config["seed"])
+    cold = draw_cold(dataset, "item", config["cold_item_ratio"], config["seed"])
     is_cold = np.isin(dataset.inter_feat[dataset.iid_field].numpy(), cold)
     train_ratio, valid_ratio = config["eval_args"]["split"]["RS"][:2]
     train, valid = _per_user_split(dataset, np.flatnonzero(~is_cold), [train_ratio, valid_ratio])
@@ -123,7 +116,7 @@ def split_cold_items(dataset):
 
 def split_cold_users(dataset):
     config = dataset.config
-    cold = cold_users(dataset, config["cold_user_ratio"], config["seed"])
+    cold = draw_cold(dataset, "user", config["cold_user_ratio"], config["seed"])
     users = dataset.inter_feat[dataset.uid_field].numpy()
     is_cold = np.isin(users, cold)
     train, valid, test = _per_user_split(dataset, np.flatnonzero(~is_cold), config["eval_args"]["split"]["RS"])
