@@ -52,6 +52,9 @@ def protocol_of(config):
         raise ColdStartConfigError(
             "the cold-start protocols split per user by ratio: use eval_args split {RS: [...]} with "
             "group_by: user and no benchmark_filename")
+    if user and config["cold_user_max_history"] is None:
+        raise ColdStartConfigError("cold_user_ratio is set but cold_user_max_history is not: set how many training "
+                                   "interactions a cold user keeps at most, e.g. cold_user_max_history: 5")
     return "item" if item else "user"
 
 

@@ -162,6 +162,8 @@ def test_non_general_models_refuse_with_one_line():
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="both set"):
         build_config("Pop", "ml-100k", [COLD_ITEM], dict(QUIET, cold_user_ratio=0.2))
+    with pytest.raises(InputError, match="cold_user_max_history: 5"):
+        build_config("Pop", "ml-100k", config_dict=dict(QUIET, cold_user_ratio=0.2))
     with pytest.raises(InputError, match="cold_item_ratio=1.5 is out of range"):
         build_config("Pop", "ml-100k", [COLD_ITEM], dict(QUIET, cold_item_ratio=1.5))
 
