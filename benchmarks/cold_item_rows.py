@@ -35,7 +35,8 @@ def main():
     args = parser.parse_args()
 
     from recbole_cllm4rec.coldstart import all_candidates, protocol_of
-    from recbole_cllm4rec.model.cold_items import text_rows
+    from recbole_cllm4rec.model import cold_items
+    from recbole_cllm4rec.model.cold_items import ranking_rows, text_rows
     from recbole_cllm4rec.registry import get_trainer
     from recbole.quick_start import load_data_and_model
 
@@ -55,17 +56,23 @@ def main():
 
     model.prompt_states = cached_states
     variants = [("trained (never a target)", "trained", None), ("content row as is", "content", None),
-                ("content_map (content rows after the content LM)", "content_map", None)]
+                ("content_map (content rows after the content LM)", "content_map", None),
+                ("content_map, mapped bias only (one ranking for all users)", "bias_only", None)]
     if config["content_init"] == "text":
         variants.append(("content_map on the text-initialised rows (before the content LM)", "content_map",
                          text_rows(model, train._dataset, config["item_text"]).to(model.device)))
     rows = []
     for label, mode, initial in variants:
-        model.cold_item_rows, model._ranking_rows = mode, None
+        model.cold_item_rows = "content_map" if mode == "bias_only" else mode
+        if mode == "bias_only":  # the mapped rows of the cold items zeroed: their bias alone ranks them
+            mapped, bias = ranking_rows(model)
+            mapped[test._dataset.candidate_items.to(mapped.device)] = 0
+            cold_items.ranking_rows = lambda _model: (mapped, bias)
         with content_rows(model, initial) if initial is not None else contextlib.nullcontext():
             cold = trainer.evaluate(test, load_best_model=False)
             with all_candidates(test):
                 whole = trainer.evaluate(test, load_best_model=False)
+        cold_items.ranking_rows = ranking_rows
         rows.append(f"| {label} | " + " | ".join(f"{cold[c]:.4f}" for c in COLUMNS) + " | "
                     + " | ".join(f"{whole[c]:.4f}" for c in COLUMNS) + " |")
         print(rows[-1], flush=True)
