@@ -43,6 +43,8 @@ RANGES = {
     "n_negatives": (1, True, None, None),
     "n_layers": (0, True, None, None),
     "readout_layers": (0, True, None, None),
+    "masks_per_epoch": (1, True, None, None),
+    "masked_target_weight": (0, False, None, None),
     "max_doc_items": (1, True, None, None),
     "eval_max_doc_items": (1, True, None, None),
     "max_text_tokens": (1, True, None, None),
@@ -65,6 +67,7 @@ SUFFIX_RANGES = {
 CHOICES = {
     "readout": ("last", "mean"),
     "finetune_target": ("masked", "all"),
+    "learning_rate_schedule": ("constant", "cosine"),
     "autocast": ("auto", "bf16", "fp32"),
     "llm_weights": ("pretrained", "random"),
     "text_pooling": ("auto", "mean", "cls", "max", "last"),

@@ -316,3 +316,43 @@ def test_review_sample_runs_multivae_and_cllm4rec_with_review_text(workdir):
     item_only_bound = 37 * (10 + TINY_CLLM4REC["max_text_tokens"])
     assert len(reviews) > 200 and result["stages"]["content(no MR)"]["tokens"] > 3 * item_only_bound
     assert "trecall@10" in result["test_result"]
+
+
+def test_masked_target_weight_scales_the_hidden_items_only(ml100k_tiny):
+    """The loss with hidden items weighted w equals shown-items NLL + w x hidden-items NLL."""
+    model = fresh_model(ml100k_tiny, finetune_target="all")
+    users = model.corpus.users_with_history()[:4]
+
+    def loss(target, weight):
+        model.finetune_target, model.masked_target_weight = target, weight
+        model.rng = np.random.default_rng(0)  # the same masks each time
+        return model.rec_loss(model.recommendation_examples(users))[0]
+
+    assert torch.allclose(loss("all", 3.0), loss("all", 1.0) + 2 * loss("masked", 1.0), rtol=1e-5)
+    with pytest.raises(ValueError, match="masked_target_weight"):
+        fresh_model(ml100k_tiny, masked_target_weight=0.0)
+
+
+def test_cosine_schedule_and_several_masks_per_epoch(ml100k_tiny):
+    """cosine sets each epoch's lr from the epoch index alone; masks_per_epoch k draws every
+    user k times an epoch, each time with its own mask."""
+    config, _, (train, _, _), _ = ml100k_tiny
+    saved = {k: config[k] for k in ("learning_rate_schedule", "masks_per_epoch", "epochs")}
+    try:
+        config["learning_rate_schedule"], config["masks_per_epoch"], config["epochs"] = "cosine", 2, 4
+        model = fresh_model(ml100k_tiny)
+        trainer = CLLM4RecTrainer(config, model)
+        rates = []
+        for epoch in (0, 2, 3, 0):
+            trainer._set_epoch_learning_rate(epoch)
+            rates.append(trainer.optimizer.param_groups[0]["lr"])
+        base = config["learning_rate"]
+        assert rates == pytest.approx([base, base / 2, base * (1 + np.cos(np.pi * 3 / 4)) / 2, base])
+        drawn = []
+        original = model.recommendation_examples
+        model.recommendation_examples = lambda users: drawn.append(list(users)) or original(users)
+        trainer._train_epoch(train, 0)
+        counts = np.bincount(np.concatenate(drawn))
+        assert set(counts[model.corpus.users_with_history()]) == {2}
+    finally:
+        config.final_config_dict.update(saved)

@@ -83,6 +83,7 @@ class CLLM4Rec(GeneralRecommender):
         self.mr_weight = config["mr_weight"]
         self.mr_on_targets = config["mr_on_targets"]
         self.finetune_target = config["finetune_target"]
+        self.masked_target_weight = config["masked_target_weight"]
         self.reorder_items = config["reorder_items"]
         self.predict_first_main_token = config["predict_first_main_token"]
         self.llm_batch_size = config["llm_batch_size"]
@@ -131,6 +132,9 @@ class CLLM4Rec(GeneralRecommender):
             prior = self._log_popularity()
             self.item_bias.update({kind: nn.Parameter(prior.clone()) for kind in ("collab", "rec")})
         self.init_rec_from_collab()
+        # A free user row can memorise the user's training items (the target) instead of
+        # learning what the visible items imply; frozen, it keeps its pretrained value.
+        self.user_rec.weight.requires_grad_(config["train_rec_user_rows"])
 
     # ---- set-up --------------------------------------------------------------------------
     @staticmethod
@@ -139,6 +143,7 @@ class CLLM4Rec(GeneralRecommender):
             "mask_ratio": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
             "mr_weight": lambda v: isinstance(v, (int, float)) and v >= 0,
             "finetune_target": lambda v: v in ("masked", "all"),
+            "masked_target_weight": lambda v: isinstance(v, (int, float)) and v > 0,
             "autocast": lambda v: v in ("auto", "bf16", "fp32"),
             "max_doc_items": lambda v: isinstance(v, int) and v > 0,
             "eval_max_doc_items": lambda v: isinstance(v, int) and v > 0,
@@ -150,6 +155,7 @@ class CLLM4Rec(GeneralRecommender):
             "id_input_scale": lambda v: isinstance(v, (int, float)) and v > 0,
             "scaled_item_logits": lambda v: isinstance(v, bool),
             "item_bias": lambda v: isinstance(v, bool),
+            "train_rec_user_rows": lambda v: isinstance(v, bool),
             "lora_rank": lambda v: isinstance(v, int) and v >= 0,
             "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
             "lora_targets": lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v),
@@ -178,7 +184,8 @@ class CLLM4Rec(GeneralRecommender):
 
     def _tables_and_bias(self, kind):
         bias = [self.item_bias[kind]] if kind in self.item_bias else []
-        return [t.weight for t in self.tables(kind)] + bias
+        tables = [t.weight for t in self.tables(kind) if t.weight.requires_grad]
+        return tables + bias
 
     def _adapters(self, kind):
         return list(self.lora.parameters()) if kind == "rec" else []
@@ -349,10 +356,13 @@ class CLLM4Rec(GeneralRecommender):
         visible = [v for _, v, _ in examples]
         targets = [t for _, _, t in examples]
         log_probs = F.log_softmax(self.rec_scores(users, visible), dim=1)
-        multi_hot = torch.zeros_like(log_probs)
-        for row, items in enumerate(targets):
-            multi_hot[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0
-        rec = -(torch.where(multi_hot > 0, log_probs, 0.0)).sum(1).mean()
+        target_weights = torch.zeros_like(log_probs)
+        for row, (items, shown) in enumerate(zip(targets, visible)):
+            target_weights[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0
+            if self.finetune_target == "all" and self.masked_target_weight != 1.0:
+                hidden = np.setdiff1d(items, shown, assume_unique=True)
+                target_weights[row, torch.as_tensor(hidden, dtype=torch.long, device=self.device)] = self.masked_target_weight
+        rec = -(torch.where(target_weights > 0, log_probs * target_weights, 0.0)).sum(1).mean()
         mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
         mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
         partner = "content" if self.use_content else None

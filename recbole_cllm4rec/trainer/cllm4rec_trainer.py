@@ -10,9 +10,11 @@
 The trainer orchestrates only: every loss comes from the model.
 """
 
+import math
 import os
 from time import time
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -220,10 +222,22 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
             self.pretrain(saved, show_progress)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
+    def _set_epoch_learning_rate(self, epoch_idx):
+        """cosine: each group's base lr x (1 + cos(pi * epoch / epochs)) / 2 for this epoch;
+        a function of the epoch index alone, so a resumed run gets the same rate."""
+        if self.config["learning_rate_schedule"] != "cosine":
+            return
+        factor = 0.5 * (1 + math.cos(math.pi * epoch_idx / self.epochs))
+        for group in self.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * factor
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        users = self.model.corpus.users_with_history()
+        # masks_per_epoch > 1: each user appears that many times, each time with a fresh mask
+        users = np.tile(self.model.corpus.users_with_history(), self.config["masks_per_epoch"])
         batches = self.recommendation_batches(users)
         params = self.model.parameters_of("rec")
+        self._set_epoch_learning_rate(epoch_idx)
 
         def step(batch):
             # Every rank draws the whole batch's masks (one random stream on all ranks), then
