@@ -49,7 +49,7 @@ def main():
     from recbole.utils import init_seed
 
     import recbole_cllm4rec  # noqa: F401
-    from recbole_cllm4rec.data.corpus import length_batches
+    from recbole_cllm4rec.batching import length_batches
     from recbole_cllm4rec.data.text import entity_texts
     from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
     from recbole_cllm4rec.quick_start import build_config

@@ -33,7 +33,7 @@ def stage_batches(trainer, stage, n):
     """The first ``n + 1`` global batches the trainer would train ``stage`` on, built by the
     trainer's own methods, as (examples, loss function, optimiser, tables, units function,
     padded ids, mask)."""
-    from recbole_cllm4rec.data.corpus import pad_batch
+    from recbole_cllm4rec.batching import pad_batch
 
     model, corpus = trainer.model, trainer.model.corpus
     out = []

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import recbole_cllm4rec
-from recbole_cllm4rec.data.corpus import pad_batch, training_histories
+from recbole_cllm4rec.batching import pad_batch
+from recbole_cllm4rec.data.corpus import training_histories
 from recbole_cllm4rec.data.reviews import read_reviews
 from recbole_cllm4rec.llm import BackboneError, load_causal_lm, text_start_ids
 from recbole_cllm4rec.model.cllm4rec import CLLM4Rec

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_cllm4rec.data.corpus import pad_batch
+from recbole_cllm4rec.batching import pad_batch
 from recbole_cllm4rec.llm.backbone import (
     BackboneError, cache_root, load_causal_lm, resolve_llm, text_start_ids,
 )

@@ -28,45 +28,17 @@ from recbole.utils import InputType
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
+from recbole_cllm4rec.batching import length_batches, pad_batch
+from recbole_cllm4rec.data.corpus import CorpusBuilder
 from recbole_cllm4rec.llm.backbone import (
-    adapters_active, attach_lora, decoder_layer_count, first_layers, load_causal_lm, randomly_initialised,
+    adapters_active, attach_lora, attention_implementation, autocast_dtype, decoder_layer_count, first_layers,
+    load_causal_lm, randomly_initialised,
 )
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
 MR_REFERENCE_BATCH = 20
 VOCAB_LOGIT_CHUNK = 1024  # target positions per chunk of vocabulary logits
-
-
-def cpu_supports_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(setting, device):
-    """bf16 where the hardware runs it fast (measured 2.5x on avx512_bf16 CPUs), else fp32."""
-    if setting == "fp32":
-        return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = cpu_supports_bf16()
-    if setting == "bf16" and not supported:
-        raise ValueError(f"autocast: bf16 was asked for but {device} has no fast bf16; use auto or fp32")
-    return torch.bfloat16 if supported else None
-
-
-def attention_implementation(setting, device):
-    """CPU: eager attention trained 27-35 % faster than SDPA's flash kernel, whose backward
-    dominated on short (20-60 token) documents; CUDA: SDPA."""
-    if setting != "auto":
-        return setting
-    return "sdpa" if torch.device(device).type == "cuda" else "eager"
 
 
 def _vocab_nll_sum(hidden, weight, targets):
