@@ -15,9 +15,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["recbole_cllm4rec", "recbole_cllm4rec.*"]) + ["recbole_cllm4rec.properties"],
-    # the top-level properties/ folder travels inside the wheel as recbole_cllm4rec/properties
-    package_dir={"recbole_cllm4rec.properties": "properties"},
+    packages=find_packages(include=["recbole_cllm4rec", "recbole_cllm4rec.*"]),
     package_data={"recbole_cllm4rec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "preset/*.yaml", "protocol/*.yaml"]},
     install_requires=[
         "torch>=2.6",

@@ -14,8 +14,8 @@ from logging import getLogger
 
 import yaml
 
-from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
 from recbole_cllm4rec import validation
+from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
 
 
 class ConfigFileError(ValueError):

@@ -20,6 +20,8 @@ import re
 
 import yaml
 
+from recbole_cllm4rec.properties import properties_dir
+
 _COMMENT_TYPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:(.*?)#\s*\(([^)]*)\)")
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:")
 _CODE_KEY = re.compile(r"""config\s*(?:\[|\.get\(|\.final_config_dict\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
@@ -105,8 +107,6 @@ def _recbole_dir():
 
 
 def _our_dirs():
-    from recbole_cllm4rec.registry import properties_dir
-
     return properties_dir(), os.path.dirname(os.path.abspath(__file__))
 
 
