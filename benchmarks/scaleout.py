@@ -38,11 +38,11 @@ def stage_batches(trainer, stage, n):
     model, corpus = trainer.model, trainer.model.corpus
     out = []
     if stage == "collaborative":
-        docs = trainer.collaborative_docs()
+        docs = corpus.collaborative_corpus(model.rng)
         for batch in trainer.lm_batches(docs)[:n + 1]:
             examples = [docs[i] for i in batch]
             ids, mask, *_ = model._lm_batch(examples)
-            out.append((examples, trainer.collaborative_loss, trainer.collab_optimizer,
+            out.append((examples, model.collaborative_loss, trainer.collab_optimizer,
                         model.parameters_of("collab"), model.lm_target_count, ids, mask))
     else:
         users = corpus.users_with_history()

@@ -92,7 +92,7 @@ def test_gradients_reach_only_the_stage_tables(ml100k_tiny, stage, trained):
     corpus = model.corpus
     users = corpus.users_with_history()[:4]
     if stage == "collab":
-        lm, mr = model.collaborative_loss([corpus.collaborative_document(u, model.rng) for u in users], "content")
+        lm, mr = model.collaborative_loss([corpus.collaborative_document(u, model.rng) for u in users])
     elif stage == "content":
         item_docs = [{"source": "item", "prompt": "{item} is titled:", "text": "{movie_title}"}]
         lm, mr = model.content_loss(corpus.content_documents(item_docs)[:4], "collab")
@@ -132,7 +132,7 @@ def test_each_language_model_loss_falls(ml100k_tiny):
     # the loss floor (n log n) near 0.55 of its start, which says little about learning
     masked = fresh_model(ml100k_tiny, finetune_target="masked")
     for trained, loss_fn, tables, ratio in [
-        (model, lambda: model.collaborative_loss(collab_docs, None), "collab", 0.7),
+        (model, lambda: model.collaborative_loss(collab_docs), "collab", 0.7),
         (model, lambda: model.content_loss(content_docs, None), "content", 0.9),
         (masked, lambda: masked.rec_loss(masked.recommendation_examples(users)), "rec", 0.7),
     ]:

@@ -55,7 +55,6 @@ class CLLM4Rec(GeneralRecommender):
         self.mr_weight = config["mr_weight"]
         self.mr_on_targets = config["mr_on_targets"]
         self.finetune_target = config["finetune_target"]
-        self.reorder_items = config["reorder_items"]
         self.predict_first_main_token = config["predict_first_main_token"]
         self.llm_batch_size = config["llm_batch_size"]
         self.max_batch_tokens = config["max_batch_tokens"]
@@ -221,6 +220,13 @@ class CLLM4Rec(GeneralRecommender):
                               enabled=self.autocast is not None)
 
     # ---- mutual regularisation ------------------------------------------------------------------
+    @property
+    def item_mr_partner(self):
+        """The tables the item LMs' (collaborative, recommendation) MR pulls towards: the content
+        tables when the content LM trains, none otherwise. The content LM's partner is the stage's
+        (the trainer's) choice."""
+        return "content" if self.use_content else None
+
     def mutual_regularization(self, kind, partner, users, items, n_docs):
         """mr_weight * 20 * mean over documents of sum ||e_kind - e_partner||^2 over the
         document's ID words (with multiplicity); the partner's tables are a fixed target."""
@@ -255,16 +261,16 @@ class CLLM4Rec(GeneralRecommender):
             labels.append(d.main[span])
         return ids, mask, np.concatenate(rows), np.concatenate(positions), np.concatenate(labels)
 
-    def collaborative_loss(self, docs, partner="content"):
+    def collaborative_loss(self, docs):
         """Next-item LM over ``user_u has interacted with`` | items, softmax over items only,
-        head tied to the collaborative item table; plus MR towards ``partner``."""
+        head tied to the collaborative item table; plus MR towards ``item_mr_partner``."""
         ids, mask, rows, positions, labels = self._lm_batch(docs)
         hidden = self.hidden_states(ids, mask, "collab")[rows, positions]
         logits = self.item_logits(hidden, "collab")
         targets = torch.as_tensor(labels - self.corpus.item_offset, device=self.device)
         lm = F.cross_entropy(logits, targets)
         items = np.concatenate([d.main for d in docs]) - self.corpus.item_offset
-        mr = self.mutual_regularization("collab", partner, [d.user for d in docs], items, len(docs))
+        mr = self.mutual_regularization("collab", self.item_mr_partner, [d.user for d in docs], items, len(docs))
         return lm, mr
 
     def content_loss(self, docs, partner="collab"):
@@ -327,8 +333,7 @@ class CLLM4Rec(GeneralRecommender):
         rec = -(torch.where(multi_hot > 0, log_probs, 0.0)).sum(1).mean()
         mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
         mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
-        partner = "content" if self.use_content else None
-        mr = self.mutual_regularization("rec", partner, mr_users, np.concatenate(mr_items), len(users))
+        mr = self.mutual_regularization("rec", self.item_mr_partner, mr_users, np.concatenate(mr_items), len(users))
         return rec, mr
 
     def calculate_loss(self, interaction):
