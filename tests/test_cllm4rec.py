@@ -157,6 +157,32 @@ def test_rec_head_ranks_planted_held_out_items_above_random(ml100k_tiny):
     assert np.mean(hits) < 0.25 * np.mean(random_hits)
 
 
+def test_recbole_contract_calculate_loss_predict_and_the_stock_trainer(ml100k_tiny, workdir):
+    """RecBole's own calls work on CLLM4Rec: calculate_loss on an interaction batch is rec_loss on
+    its users, RecBole's stock Trainer trains the recommendation tables through it, and predict
+    reads full_sort_predict's scores of the given items."""
+    from recbole.data.interaction import Interaction
+    from recbole.trainer import Trainer
+
+    config, _, (train, _, _), _ = ml100k_tiny
+    model = fresh_model(ml100k_tiny)
+    batches = [batch for _, batch in zip(range(2), train)]
+    users = torch.unique(batches[0][model.USER_ID]).numpy()
+    model.rng = np.random.default_rng(0)
+    direct = model.rec_loss(model.recommendation_examples(users[[len(model.corpus.histories[u]) > 0 for u in users]]))
+    model.rng = np.random.default_rng(0)
+    through_recbole = model.calculate_loss(batches[0])
+    assert all(torch.allclose(a, b) for a, b in zip(through_recbole, direct))
+
+    before = model.user_rec.weight.detach().clone()
+    losses = Trainer(config, model)._train_epoch(batches, 0)  # a short epoch of two interaction batches
+    assert np.isfinite(sum(losses)) and not torch.equal(before, model.user_rec.weight)
+
+    inter = Interaction({model.USER_ID: torch.tensor([1, 2, 3]), model.ITEM_ID: torch.tensor([5, 6, 7])})
+    full = model.full_sort_predict(inter)
+    assert torch.equal(model.predict(inter), full[torch.arange(3), inter[model.ITEM_ID]])
+
+
 def test_end_to_end_save_and_reload_through_recbole(workdir):
     """The staged trainer runs on ml-100k, beats random ranking, and a saved model reloads
     through RecBole's load_data_and_model (LoRA adapters included) to the same scores and metrics."""

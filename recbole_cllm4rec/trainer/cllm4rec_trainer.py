@@ -8,6 +8,11 @@
    epoch followed by a content epoch with MR to the recommendation tables.
 
 The trainer orchestrates only: every loss comes from the model.
+
+Finetuning batches are users (``finetune_batch_size``, each with a fresh masked history), so
+``_train_epoch`` draws them from the corpus and ignores ``train_data``: RecBole's
+``train_batch_size`` does not apply. ``CLLM4Rec.calculate_loss`` gives the same loss on the users
+of a RecBole interaction batch, so RecBole's stock ``Trainer`` can train the model too.
 """
 
 import os
