@@ -1,9 +1,12 @@
 """CLLM4Rec and AlphaRec as RecBole models. Importing the package patches RecBole 1.2.1 for
-today's numpy/torch/scipy (see ``compat``) and registers the models with RecBole's lookups."""
+today's numpy/torch/scipy (``compat``), wires the input checks into it (``validation``) and
+registers the models with RecBole's lookups; README "Patches" lists every patch."""
 
-from recbole_cllm4rec import compat
+from recbole_cllm4rec import compat, distributed, validation
 
 compat.apply()
+validation.apply()
+distributed.apply()  # the device set-up; the DDP patches wait for a multi-process run
 
 from recbole_cllm4rec.evaluator import register_metrics  # noqa: E402
 
