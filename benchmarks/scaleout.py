@@ -21,9 +21,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from run_recbole import parse_overrides  # noqa: E402
+from recbole_cllm4rec.quick_start import parse_overrides
 
 SHORT_SCHEDULE = {"use_content": False, "content_warmup_epochs": 0, "pretrain_epochs": 1, "epochs": 1,
                   "show_progress": False}

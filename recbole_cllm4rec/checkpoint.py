@@ -530,8 +530,7 @@ class CheckpointMixin:
                 callback_fn(epoch_idx, valid_score)
 
             if stop_flag:
-                stop_output = "Finished training, best eval result in epoch %d" % (
-                    epoch_idx - self.cur_step * self.eval_step)
+                stop_output = f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}"
                 if verbose:
                     self.logger.info(stop_output)
                 break

@@ -123,8 +123,8 @@ def _init_device(self):
 
 
 def _patch_trainer():
-    from torch.nn.parallel import DistributedDataParallel
     from recbole.trainer import trainer as trainer_module
+    from torch.nn.parallel import DistributedDataParallel
 
     def abstract_init(self, config, model):
         self.config = config

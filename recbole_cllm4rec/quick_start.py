@@ -23,6 +23,21 @@ class ConfigFileError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def parse_overrides(args):
+    """``--key=value`` pairs, values read as yaml (``0.01``, ``[10,20]``, ``true``, ``{RS: [...]}``)."""
+    overrides = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            print(f"error: unrecognised argument '{arg}'; overrides take the form --key=value", file=sys.stderr)
+            raise SystemExit(2)
+        key, value = arg[2:].split("=", 1)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
+
+
 @contextmanager
 def _no_command_line():
     """RecBole's Config parses every ``--k=v`` of ``sys.argv`` (pytest's flags included);

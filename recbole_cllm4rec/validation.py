@@ -146,7 +146,7 @@ def _scan_yaml(path):
     return types, none_default, keys
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _property_tables():
     """Types by file: ``{path: types}``, keys from every file, keys whose default is None."""
     ours, theirs = _yaml_files()
@@ -159,7 +159,7 @@ def _property_tables():
     return by_file, keys, nullable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_keys():
     """Every key that RecBole's or this package's code reads from a Config."""
     keys = set()

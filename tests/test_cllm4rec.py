@@ -7,14 +7,13 @@ import pytest
 import torch
 
 import recbole_cllm4rec
+from conftest import ROOT, TINY_CLLM4REC
 from recbole_cllm4rec.batching import pad_batch
 from recbole_cllm4rec.data.corpus import training_histories
 from recbole_cllm4rec.data.reviews import read_reviews
 from recbole_cllm4rec.llm import BackboneError, load_causal_lm, text_start_ids
 from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
 from recbole_cllm4rec.trainer.cllm4rec_trainer import CLLM4RecTrainer
-
-from conftest import ROOT, TINY_CLLM4REC
 
 
 def pairs(dataset):

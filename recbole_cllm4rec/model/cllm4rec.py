@@ -31,8 +31,14 @@ from torch.utils.checkpoint import checkpoint
 from recbole_cllm4rec.batching import length_batches, pad_batch
 from recbole_cllm4rec.data.corpus import CorpusBuilder
 from recbole_cllm4rec.llm.backbone import (
-    adapters_active, attach_lora, attention_implementation, autocast_dtype, decoder_layer_count, first_layers,
-    load_causal_lm, randomly_initialised,
+    adapters_active,
+    attach_lora,
+    attention_implementation,
+    autocast_dtype,
+    decoder_layer_count,
+    first_layers,
+    load_causal_lm,
+    randomly_initialised,
 )
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a

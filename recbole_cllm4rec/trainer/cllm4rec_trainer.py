@@ -23,8 +23,8 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, refuse_non_finite, run_stamp
 from recbole_cllm4rec.batching import length_batches
+from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, refuse_non_finite, run_stamp
 from recbole_cllm4rec.distributed import all_reduce_sum, rank, shard, sum_gradients
 
 
