@@ -9,11 +9,8 @@ variant (e.g. a shorter schedule); say so next to the numbers.
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from run_recbole import parse_overrides  # noqa: E402
+from recbole_cllm4rec.quick_start import parse_overrides
 
 PAPER_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "properties", "preset", "CLLM4Rec-paper.yaml")

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import recbole_cllm4rec
-from recbole_cllm4rec.data.corpus import pad_batch, training_histories
+from conftest import ROOT, TINY_CLLM4REC
+from recbole_cllm4rec.batching import pad_batch
+from recbole_cllm4rec.data.corpus import training_histories
 from recbole_cllm4rec.data.reviews import read_reviews
 from recbole_cllm4rec.llm import BackboneError, load_causal_lm, text_start_ids
 from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
 from recbole_cllm4rec.trainer.cllm4rec_trainer import CLLM4RecTrainer
-
-from conftest import ROOT, TINY_CLLM4REC
 
 
 def pairs(dataset):
@@ -91,7 +91,7 @@ def test_gradients_reach_only_the_stage_tables(ml100k_tiny, stage, trained):
     corpus = model.corpus
     users = corpus.users_with_history()[:4]
     if stage == "collab":
-        lm, mr = model.collaborative_loss([corpus.collaborative_document(u, model.rng) for u in users], "content")
+        lm, mr = model.collaborative_loss([corpus.collaborative_document(u, model.rng) for u in users])
     elif stage == "content":
         item_docs = [{"source": "item", "prompt": "{item} is titled:", "text": "{movie_title}"}]
         lm, mr = model.content_loss(corpus.content_documents(item_docs)[:4], "collab")
@@ -131,7 +131,7 @@ def test_each_language_model_loss_falls(ml100k_tiny):
     # the loss floor (n log n) near 0.55 of its start, which says little about learning
     masked = fresh_model(ml100k_tiny, finetune_target="masked")
     for trained, loss_fn, tables, ratio in [
-        (model, lambda: model.collaborative_loss(collab_docs, None), "collab", 0.7),
+        (model, lambda: model.collaborative_loss(collab_docs), "collab", 0.7),
         (model, lambda: model.content_loss(content_docs, None), "content", 0.9),
         (masked, lambda: masked.rec_loss(masked.recommendation_examples(users)), "rec", 0.7),
     ]:
@@ -154,6 +154,32 @@ def test_rec_head_ranks_planted_held_out_items_above_random(ml100k_tiny):
         hits.append(ranks[torch.as_tensor(held_out)].float().mean())
         random_hits.append(ranks[torch.randint(1, model.n_items, (50,))].float().mean())
     assert np.mean(hits) < 0.25 * np.mean(random_hits)
+
+
+def test_recbole_contract_calculate_loss_predict_and_the_stock_trainer(ml100k_tiny, workdir):
+    """RecBole's own calls work on CLLM4Rec: calculate_loss on an interaction batch is rec_loss on
+    its users, RecBole's stock Trainer trains the recommendation tables through it, and predict
+    reads full_sort_predict's scores of the given items."""
+    from recbole.data.interaction import Interaction
+    from recbole.trainer import Trainer
+
+    config, _, (train, _, _), _ = ml100k_tiny
+    model = fresh_model(ml100k_tiny)
+    batches = [batch for _, batch in zip(range(2), train)]
+    users = torch.unique(batches[0][model.USER_ID]).numpy()
+    model.rng = np.random.default_rng(0)
+    direct = model.rec_loss(model.recommendation_examples(users[[len(model.corpus.histories[u]) > 0 for u in users]]))
+    model.rng = np.random.default_rng(0)
+    through_recbole = model.calculate_loss(batches[0])
+    assert all(torch.allclose(a, b) for a, b in zip(through_recbole, direct))
+
+    before = model.user_rec.weight.detach().clone()
+    losses = Trainer(config, model)._train_epoch(batches, 0)  # a short epoch of two interaction batches
+    assert np.isfinite(sum(losses)) and not torch.equal(before, model.user_rec.weight)
+
+    inter = Interaction({model.USER_ID: torch.tensor([1, 2, 3]), model.ITEM_ID: torch.tensor([5, 6, 7])})
+    full = model.full_sort_predict(inter)
+    assert torch.equal(model.predict(inter), full[torch.arange(3), inter[model.ITEM_ID]])
 
 
 def test_end_to_end_save_and_reload_through_recbole(workdir):

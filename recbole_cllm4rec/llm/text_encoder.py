@@ -25,9 +25,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_cllm4rec.data.corpus import pad_batch
+from recbole_cllm4rec.batching import pad_batch
 from recbole_cllm4rec.llm.backbone import (
-    BackboneError, cache_root, load_causal_lm, resolve_llm, text_start_ids,
+    BackboneError,
+    cache_root,
+    load_causal_lm,
+    resolve_llm,
+    text_start_ids,
 )
 
 logger = logging.getLogger(__name__)

@@ -23,10 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
+from torch import nn
 
 from recbole_cllm4rec.data.text import entity_texts
 from recbole_cllm4rec.llm.text_encoder import TextEncoder

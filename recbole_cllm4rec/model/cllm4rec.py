@@ -28,45 +28,23 @@ from recbole.utils import InputType
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
+from recbole_cllm4rec.batching import length_batches, pad_batch
+from recbole_cllm4rec.data.corpus import CorpusBuilder
 from recbole_cllm4rec.llm.backbone import (
-    adapters_active, attach_lora, decoder_layer_count, first_layers, load_causal_lm, randomly_initialised,
+    adapters_active,
+    attach_lora,
+    attention_implementation,
+    autocast_dtype,
+    decoder_layer_count,
+    first_layers,
+    load_causal_lm,
+    randomly_initialised,
 )
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
 MR_REFERENCE_BATCH = 20
 VOCAB_LOGIT_CHUNK = 1024  # target positions per chunk of vocabulary logits
-
-
-def cpu_supports_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(setting, device):
-    """bf16 where the hardware runs it fast (measured 2.5x on avx512_bf16 CPUs), else fp32."""
-    if setting == "fp32":
-        return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = cpu_supports_bf16()
-    if setting == "bf16" and not supported:
-        raise ValueError(f"autocast: bf16 was asked for but {device} has no fast bf16; use auto or fp32")
-    return torch.bfloat16 if supported else None
-
-
-def attention_implementation(setting, device):
-    """CPU: eager attention trained 27-35 % faster than SDPA's flash kernel, whose backward
-    dominated on short (20-60 token) documents; CUDA: SDPA."""
-    if setting != "auto":
-        return setting
-    return "sdpa" if torch.device(device).type == "cuda" else "eager"
 
 
 def _vocab_nll_sum(hidden, weight, targets):
@@ -84,7 +62,6 @@ class CLLM4Rec(GeneralRecommender):
         self.mr_on_targets = config["mr_on_targets"]
         self.finetune_target = config["finetune_target"]
         self.masked_target_weight = config["masked_target_weight"]
-        self.reorder_items = config["reorder_items"]
         self.predict_first_main_token = config["predict_first_main_token"]
         self.llm_batch_size = config["llm_batch_size"]
         self.max_batch_tokens = config["max_batch_tokens"]
@@ -256,6 +233,13 @@ class CLLM4Rec(GeneralRecommender):
                               enabled=self.autocast is not None)
 
     # ---- mutual regularisation ------------------------------------------------------------------
+    @property
+    def item_mr_partner(self):
+        """The tables the item LMs' (collaborative, recommendation) MR pulls towards: the content
+        tables when the content LM trains, none otherwise. The content LM's partner is the stage's
+        (the trainer's) choice."""
+        return "content" if self.use_content else None
+
     def mutual_regularization(self, kind, partner, users, items, n_docs):
         """mr_weight * 20 * mean over documents of sum ||e_kind - e_partner||^2 over the
         document's ID words (with multiplicity); the partner's tables are a fixed target."""
@@ -290,16 +274,16 @@ class CLLM4Rec(GeneralRecommender):
             labels.append(d.main[span])
         return ids, mask, np.concatenate(rows), np.concatenate(positions), np.concatenate(labels)
 
-    def collaborative_loss(self, docs, partner="content"):
+    def collaborative_loss(self, docs):
         """Next-item LM over ``user_u has interacted with`` | items, softmax over items only,
-        head tied to the collaborative item table; plus MR towards ``partner``."""
+        head tied to the collaborative item table; plus MR towards ``item_mr_partner``."""
         ids, mask, rows, positions, labels = self._lm_batch(docs)
         hidden = self.hidden_states(ids, mask, "collab")[rows, positions]
         logits = self.item_logits(hidden, "collab")
         targets = torch.as_tensor(labels - self.corpus.item_offset, device=self.device)
         lm = F.cross_entropy(logits, targets)
         items = np.concatenate([d.main for d in docs]) - self.corpus.item_offset
-        mr = self.mutual_regularization("collab", partner, [d.user for d in docs], items, len(docs))
+        mr = self.mutual_regularization("collab", self.item_mr_partner, [d.user for d in docs], items, len(docs))
         return lm, mr
 
     def content_loss(self, docs, partner="collab"):
@@ -365,8 +349,7 @@ class CLLM4Rec(GeneralRecommender):
         rec = -(torch.where(target_weights > 0, log_probs * target_weights, 0.0)).sum(1).mean()
         mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
         mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
-        partner = "content" if self.use_content else None
-        mr = self.mutual_regularization("rec", partner, mr_users, np.concatenate(mr_items), len(users))
+        mr = self.mutual_regularization("rec", self.item_mr_partner, mr_users, np.concatenate(mr_items), len(users))
         return rec, mr
 
     def calculate_loss(self, interaction):
