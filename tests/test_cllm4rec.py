@@ -347,6 +347,7 @@ def test_review_sample_runs_multivae_and_cllm4rec_with_review_text(workdir):
 def test_masked_target_weight_scales_the_hidden_items_only(ml100k_tiny):
     """The loss with hidden items weighted w equals shown-items NLL + w x hidden-items NLL."""
     model = fresh_model(ml100k_tiny, finetune_target="all")
+    model.corpus.max_doc_items = 10**6  # whole histories in the prompt: the hidden items are the masked ones
     users = model.corpus.users_with_history()[:4]
 
     def loss(target, weight):
