@@ -48,6 +48,7 @@ RANGES = {
     "n_layers": (0, True, None, None),
     "readout_layers": (0, True, None, None),
     "masks_per_epoch": (1, True, None, None),
+    "eval_prompt_draws": (1, True, None, None),
     "masked_target_weight": (0, False, None, None),
     "max_doc_items": (1, True, None, None),
     "eval_max_doc_items": (1, True, None, None),

@@ -383,3 +383,21 @@ def test_cosine_schedule_and_several_masks_per_epoch(ml100k_tiny):
         assert set(counts[model.corpus.users_with_history()]) == {2}
     finally:
         config.final_config_dict.update(saved)
+
+
+def test_ranking_averages_the_scores_of_several_history_orders(ml100k_tiny):
+    """eval_prompt_draws K ranks by the mean of K read-outs, each over its own seeded order of
+    the history; the first draw is the single-draw ranking."""
+    from recbole.data.interaction import Interaction
+
+    model = fresh_model(ml100k_tiny).eval()
+    users = model.corpus.users_with_history()[:3]
+    batch = Interaction({model.USER_ID: torch.as_tensor(users)})
+    single = model.full_sort_predict(batch)
+    per_draw = [model.rec_scores(users, [model.corpus.eval_history(u, model.seed, d) for u in users]) for d in range(3)]
+    model.eval_prompt_draws = 3
+    averaged = model.full_sort_predict(batch)
+    assert torch.allclose(single[:, 1:], per_draw[0][:, 1:], atol=1e-5)
+    assert torch.allclose(averaged[:, 1:], sum(per_draw)[:, 1:] / 3, atol=1e-5)
+    assert not torch.allclose(per_draw[0][:, 1:], per_draw[1][:, 1:])  # the orders differ
+    assert {int(i) for i in model.corpus.eval_history(users[0], model.seed, 1)} == set(model.corpus.histories[users[0]].tolist())

@@ -141,10 +141,10 @@ class CorpusBuilder:
         n_masked = max(1, int(np.floor(mask_ratio * len(items)))) if len(items) else 0
         return items[n_masked:][: self.max_doc_items], items[:n_masked]
 
-    def eval_history(self, user, seed):
-        """The whole training history in an order fixed by (seed, user): evaluation is
+    def eval_history(self, user, seed, draw=0):
+        """The whole training history in an order fixed by (seed, user, draw): evaluation is
         deterministic, unlike the authors' unseeded shuffle."""
-        rng = np.random.default_rng((seed, int(user)))
+        rng = np.random.default_rng((seed, int(user)) + ((draw,) if draw else ()))
         items = self.histories[user]
         if len(items) > self.eval_max_doc_items:
             items = rng.choice(items, self.eval_max_doc_items, replace=False)

@@ -64,6 +64,7 @@ class CLLM4Rec(GeneralRecommender):
         self.masked_target_weight = config["masked_target_weight"]
         self.predict_first_main_token = config["predict_first_main_token"]
         self.llm_batch_size = config["llm_batch_size"]
+        self.eval_prompt_draws = config["eval_prompt_draws"]
         self.max_batch_tokens = config["max_batch_tokens"]
         self.seed = config["seed"]
         self.llm_path = config["llm_path"]
@@ -126,6 +127,7 @@ class CLLM4Rec(GeneralRecommender):
             "eval_max_doc_items": lambda v: isinstance(v, int) and v > 0,
             "max_text_tokens": lambda v: isinstance(v, int) and v > 0,
             "llm_batch_size": lambda v: isinstance(v, int) and v > 0,
+            "eval_prompt_draws": lambda v: isinstance(v, int) and v > 0,
             "readout_layers": lambda v: isinstance(v, int) and v >= 0,
             "readout": lambda v: v in ("last", "mean"),
             "llm_weights": lambda v: v in ("pretrained", "random"),
@@ -359,13 +361,17 @@ class CLLM4Rec(GeneralRecommender):
 
     @torch.no_grad()
     def full_sort_predict(self, interaction):
+        """Item scores averaged over ``eval_prompt_draws`` orders (and, for histories longer than
+        eval_max_doc_items, samples) of each user's history: training saw random orders, so
+        one fixed order is one draw of a random read-out."""
         users = interaction[self.USER_ID].cpu().numpy()
-        histories = [self.corpus.eval_history(u, self.seed) for u in users]
-        lengths = [len(h) for h in histories]
-        scores = torch.empty(len(users), self.n_items, device=self.device)
-        for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
-            scores[batch] = self.rec_scores(users[batch], [histories[i] for i in batch])
-        return scores
+        scores = torch.zeros(len(users), self.n_items, device=self.device)
+        for draw in range(self.eval_prompt_draws):
+            histories = [self.corpus.eval_history(u, self.seed, draw) for u in users]
+            lengths = [len(h) for h in histories]
+            for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
+                scores[batch] += self.rec_scores(users[batch], [histories[i] for i in batch])
+        return scores / self.eval_prompt_draws
 
     def predict(self, interaction):
         scores = self.full_sort_predict(interaction)
