@@ -401,3 +401,14 @@ def test_ranking_averages_the_scores_of_several_history_orders(ml100k_tiny):
     assert torch.allclose(averaged[:, 1:], sum(per_draw)[:, 1:] / 3, atol=1e-5)
     assert not torch.allclose(per_draw[0][:, 1:], per_draw[1][:, 1:])  # the orders differ
     assert {int(i) for i in model.corpus.eval_history(users[0], model.seed, 1)} == set(model.corpus.histories[users[0]].tolist())
+
+
+def test_frozen_user_rows_stay_as_pretrained_while_the_item_rows_train(ml100k_tiny):
+    config, _, (train, valid, _), _ = ml100k_tiny
+    model = fresh_model(ml100k_tiny, train_rec_user_rows=False)
+    assert all(p is not model.user_rec.weight for p in model.parameters_of("rec"))
+    items = model.item_rec.weight.clone()
+    CLLM4RecTrainer(config, model).fit(train, valid, saved=False)
+    # the rec user rows are the collaborative ones pretraining left, untouched by finetuning
+    assert torch.equal(model.user_rec.weight, model.user_collab.weight)
+    assert not torch.equal(model.item_rec.weight, model.item_collab.weight) and not torch.equal(items, model.item_rec.weight)
