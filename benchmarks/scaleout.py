@@ -21,9 +21,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from run_recbole import parse_overrides  # noqa: E402
+from recbole_cllm4rec.quick_start import parse_overrides
 
 SHORT_SCHEDULE = {"use_content": False, "content_warmup_epochs": 0, "pretrain_epochs": 1, "epochs": 1,
                   "show_progress": False}
@@ -33,16 +31,16 @@ def stage_batches(trainer, stage, n):
     """The first ``n + 1`` global batches the trainer would train ``stage`` on, built by the
     trainer's own methods, as (examples, loss function, optimiser, tables, units function,
     padded ids, mask)."""
-    from recbole_cllm4rec.data.corpus import pad_batch
+    from recbole_cllm4rec.batching import pad_batch
 
     model, corpus = trainer.model, trainer.model.corpus
     out = []
     if stage == "collaborative":
-        docs = trainer.collaborative_docs()
+        docs = corpus.collaborative_corpus(model.rng)
         for batch in trainer.lm_batches(docs)[:n + 1]:
             examples = [docs[i] for i in batch]
             ids, mask, *_ = model._lm_batch(examples)
-            out.append((examples, trainer.collaborative_loss, trainer.collab_optimizer,
+            out.append((examples, model.collaborative_loss, trainer.collab_optimizer,
                         model.parameters_of("collab"), model.lm_target_count, ids, mask))
     else:
         users = corpus.users_with_history()

@@ -162,7 +162,7 @@ def _is_model_class(module, name):
     references its model's class)."""
     if not (module.startswith("recbole.model.") or module.startswith("recbole_cllm4rec.model.")):
         return False
-    from recbole_cllm4rec.registry import ModelNotFoundError, get_model
+    from recbole_cllm4rec.model import ModelNotFoundError, get_model
 
     try:
         cls = get_model(name)
@@ -243,7 +243,7 @@ def _restore_config(config):
     import yaml
 
     from recbole_cllm4rec.distributed import single_process_config
-    from recbole_cllm4rec.registry import get_model
+    from recbole_cllm4rec.model import get_model
 
     config.yaml_loader = yaml.FullLoader
     try:
@@ -531,8 +531,7 @@ class CheckpointMixin:
                 callback_fn(epoch_idx, valid_score)
 
             if stop_flag:
-                stop_output = "Finished training, best eval result in epoch %d" % (
-                    epoch_idx - self.cur_step * self.eval_step)
+                stop_output = f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}"
                 if verbose:
                     self.logger.info(stop_output)
                 break

@@ -1,11 +1,11 @@
-"""The patches RecBole 1.2.1 needs on today's numpy 2 / torch >= 2.6 / scipy >= 1.13 stack.
+"""Version shims: what RecBole 1.2.1 needs on today's numpy 2 / torch >= 2.6 / scipy >= 1.13 /
+pandas 2 stack, each naming the upstream issue it works around.
 
-Each patch is applied once, by ``apply()`` (called when ``recbole_cllm4rec`` is imported),
-and names the upstream problem it works around. Nothing here changes RecBole's results: the
+Each is applied once, by ``apply()`` (called when ``recbole_cllm4rec`` is imported). Input checks
+wired into RecBole live in ``validation.apply``, the multi-process fixes in ``distributed``. Nothing here changes RecBole's results: the
 same BPR and LightGCN numbers came out on numpy 1.26 and on numpy 2.4 with these patches.
 """
 
-import csv
 import os
 import sys
 import types
@@ -17,7 +17,8 @@ _applied = False
 
 def _numpy_aliases():
     """NumPy 2 removed ``np.float_``/``np.unicode_``/...; RecBole's ``Config.compatibility_settings``
-    reads them (and crashes), then its metrics use ``np.float``-style names it meant to recreate."""
+    reads them (and crashes), then its metrics use ``np.float``-style names it meant to recreate
+    (RecBole issues #1604, #2215; unreleased fix #2203)."""
     from recbole.config import configurator
 
     aliases = {"bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
@@ -77,7 +78,7 @@ def _scipy_dok_update():
 def _ray_optional():
     """``recbole.quick_start`` imports ``ray.tune`` at import time only to call ``tune.report`` at the
     end of ``objective_function``. Ray (150 MB, and broken on numpy 2 / setuptools >= 82 in the
-    version RecBole pins) is needed only for Ray Tune searches, so without it a stand-in whose
+    version RecBole pins, RecBole issue #2215) is needed only for Ray Tune searches, so without it a stand-in whose
     ``report`` does nothing keeps ``run_recbole`` and hyperopt-based ``HyperTuning`` working.
     Install ray yourself to use Ray Tune; the real package is then used."""
     try:
@@ -94,90 +95,10 @@ def _ray_optional():
     sys.modules["ray.tune"] = tune
 
 
-class _PandasLiteralText(types.ModuleType):
-    """pandas as RecBole's atomic-file reader sees it, with quote parsing off: atomic files are
-    tab-separated with no quoting, but ``read_csv``'s default treats a value that starts with
-    ``"`` (a quoted movie title, a review) as the start of a quoted field and fails."""
-
-    def __init__(self, pandas):
-        super().__init__("pandas")
-        self._pandas = pandas
-
-    def __getattr__(self, name):
-        return getattr(self._pandas, name)
-
-    def read_csv(self, *args, **kwargs):
-        kwargs.setdefault("quoting", csv.QUOTE_NONE)
-        return self._pandas.read_csv(*args, **kwargs)
-
-
-def _atomic_files_unquoted():
-    from recbole.data.dataset import dataset as dataset_module
-
-    if not isinstance(dataset_module.pd, _PandasLiteralText):
-        dataset_module.pd = _PandasLiteralText(dataset_module.pd)
-
-
-def _atomic_files_checked():
-    """RecBole's ``Dataset._load_feat`` reads an atomic file's header with
-    ``field, ftype = column.split(":")`` and its rows with ``pandas.read_csv``, so an empty file, a
-    header column without ``:type``, or a word in a float column end in a bare ``ValueError``
-    (``not enough values to unpack``, ``could not convert string to float``) with no file or line
-    named, and rows with missing columns are dropped or filled without a word. This checks each
-    file first (``validation.check_atomic_file``): one-line errors naming the file, line and
-    column, and a warning with the count of short rows."""
-    from logging import getLogger
-
-    from recbole.data.dataset import Dataset
-    from recbole.utils.enum_type import FeatureSource
-
-    from recbole_cllm4rec.validation import AtomicFileError, check_atomic_file
-
-    if getattr(Dataset._load_feat, "_checked", False):
-        return
-    load_feat = Dataset._load_feat
-
-    def _load_feat(self, filepath, source):
-        load_col, unload_col = self._get_load_and_unload_col(source)
-        if load_col == set():
-            return load_feat(self, filepath, source)
-        separator, encoding = self.config["field_separator"], self.config["encoding"]
-        with open(filepath, encoding=encoding) as f:
-            header = [c.split(":")[0] for c in f.readline().rstrip("\r\n").split(separator)]
-        wanted = [c for c in header if (load_col is None or c in load_col) and not (unload_col and c in unload_col)]
-        check_atomic_file(filepath, separator, encoding, float_fields=wanted, logger=getLogger())
-        if source == FeatureSource.INTERACTION:
-            missing = [f for f in (self.uid_field, self.iid_field) if f and f not in wanted]
-            if missing:
-                raise AtomicFileError(
-                    f"{os.path.basename(filepath)} has no column {', '.join(missing)} (loaded columns: "
-                    f"{', '.join(wanted)}): check its header, USER_ID_FIELD / ITEM_ID_FIELD and load_col")
-        return load_feat(self, filepath, source)
-
-    _load_feat._checked = True
-    Dataset._load_feat = _load_feat
-
-
-def _config_strings_literal():
-    """RecBole's ``Config._convert_config_dict`` runs ``eval`` on every string value of
-    ``config_dict`` and of the command line, so ``--x=__import__('os').system(...)`` runs code
-    and ``--epochs=1+1`` becomes 2. Strings are read as Python literals only
-    (``validation.literal``: numbers, lists, dicts, True/False/None), never evaluated."""
-    from recbole.config import configurator
-
-    from recbole_cllm4rec.validation import literal
-
-    def _convert_config_dict(self, config_dict):
-        for key in config_dict:
-            config_dict[key] = literal(config_dict[key])
-        return config_dict
-
-    configurator.Config._convert_config_dict = _convert_config_dict
-
-
 def _check_pandas():
     """pandas 3's copy-on-write makes RecBole's ``df[field].fillna(inplace=True)`` a no-op, so
-    NaNs stay unfilled and an empty ``token_seq`` cell crashes (dataset.py:501)."""
+    NaNs stay unfilled and an empty ``token_seq`` cell crashes (dataset.py:501). No upstream issue
+    found; RecBole 1.2.1 sets no upper bound on pandas, so this refuses pandas 3 at import."""
     import pandas
 
     if int(pandas.__version__.split(".")[0]) >= 3:
@@ -207,10 +128,4 @@ def apply():
     _numpy_aliases()
     _torch_load_checkpoints()
     _scipy_dok_update()
-    _atomic_files_unquoted()
-    _atomic_files_checked()
-    _config_strings_literal()
-    from recbole_cllm4rec import distributed
-
-    distributed.apply()  # multi-process runs on CPU (gloo) and GPU, without RecBole's races
     _applied = True

@@ -3,7 +3,8 @@
 RecBole 1.2.1 launches one process per rank but then assumes CUDA/NCCL, lets every rank load
 the best checkpoint while rank 0 may still be writing it (under a file name each rank made up
 from its own clock), pads the evaluation shards with repeated users and weights each rank's
-metrics by its number of batches. ``apply`` fixes all of that in place:
+metrics by its number of batches. ``apply`` fixes all of that in place (the trainer and
+loaders only once a process turns out to be a rank of a multi-process run):
 
 * gloo on CPU, NCCL on GPU; no ``device_ids`` for CPU ``DistributedDataParallel``;
 * every rank uses rank 0's checkpoint name and loads it only after a barrier;
@@ -99,6 +100,7 @@ def _init_device(self):
         config.update(single_spec=True, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))
         return
     local_rank = config["local_rank"]
+    _patch_for_ranks()  # a multi-process run starts here: RecBole's trainer and loaders learn DDP
     if use_cuda and len(config["gpu_id"].split(",")) < config["nproc"]:
         raise ValueError(f"nproc={config['nproc']} needs as many GPUs in gpu_id, got '{config['gpu_id']}'")
     if not dist.is_initialized():
@@ -121,8 +123,8 @@ def _init_device(self):
 
 
 def _patch_trainer():
-    from torch.nn.parallel import DistributedDataParallel
     from recbole.trainer import trainer as trainer_module
+    from torch.nn.parallel import DistributedDataParallel
 
     def abstract_init(self, config, model):
         self.config = config
@@ -202,16 +204,22 @@ def single_process_config(config):
     return config
 
 
-_applied = False
+_ranks_patched = False
+
+
+def _patch_for_ranks():
+    """The trainer and dataloader patches, applied once and only when a process is a rank of a
+    multi-process run; a single-process run keeps RecBole's trainer and loaders untouched."""
+    global _ranks_patched
+    if not _ranks_patched:
+        _patch_trainer()
+        _patch_dataloader()
+        _ranks_patched = True
 
 
 def apply():
-    global _applied
-    if _applied:
-        return
+    """Only the device set-up is patched up front (it runs in every Config and is where a rank
+    first shows itself); the rest waits for a multi-process run (``_patch_for_ranks``)."""
     from recbole.config import configurator
 
     configurator.Config._init_device = _init_device
-    _patch_trainer()
-    _patch_dataloader()
-    _applied = True

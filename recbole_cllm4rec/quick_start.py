@@ -14,13 +14,28 @@ from logging import getLogger
 
 import yaml
 
-from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
 from recbole_cllm4rec import coldstart, validation
+from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
 
 
 class ConfigFileError(ValueError):
     def __init__(self, message):  # one line (a yaml error spans several), as the CLI prints it
         super().__init__(" ".join(str(message).split()))
+
+
+def parse_overrides(args):
+    """``--key=value`` pairs, values read as yaml (``0.01``, ``[10,20]``, ``true``, ``{RS: [...]}``)."""
+    overrides = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            print(f"error: unrecognised argument '{arg}'; overrides take the form --key=value", file=sys.stderr)
+            raise SystemExit(2)
+        key, value = arg[2:].split("=", 1)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
 
 
 @contextmanager

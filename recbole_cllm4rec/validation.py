@@ -11,14 +11,18 @@ package's code reads. Ranges are the short table ``RANGES`` below.
 """
 
 import ast
+import csv
 import difflib
 import functools
 import glob
 import math
 import os
 import re
+import types
 
 import yaml
+
+from recbole_cllm4rec.properties import properties_dir
 
 _COMMENT_TYPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:(.*?)#\s*\(([^)]*)\)")
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:")
@@ -43,6 +47,9 @@ RANGES = {
     "n_negatives": (1, True, None, None),
     "n_layers": (0, True, None, None),
     "readout_layers": (0, True, None, None),
+    "masks_per_epoch": (1, True, None, None),
+    "eval_prompt_draws": (1, True, None, None),
+    "masked_target_weight": (0, False, None, None),
     "max_doc_items": (1, True, None, None),
     "eval_max_doc_items": (1, True, None, None),
     "max_text_tokens": (1, True, None, None),
@@ -68,6 +75,7 @@ SUFFIX_RANGES = {
 CHOICES = {
     "readout": ("last", "mean"),
     "finetune_target": ("masked", "all"),
+    "learning_rate_schedule": ("constant", "cosine"),
     "autocast": ("auto", "bf16", "fp32"),
     "llm_weights": ("pretrained", "random"),
     "text_pooling": ("auto", "mean", "cls", "max", "last"),
@@ -111,8 +119,6 @@ def _recbole_dir():
 
 
 def _our_dirs():
-    from recbole_cllm4rec.registry import properties_dir
-
     return properties_dir(), os.path.dirname(os.path.abspath(__file__))
 
 
@@ -150,7 +156,7 @@ def _scan_yaml(path):
     return types, none_default, keys
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _property_tables():
     """Types by file: ``{path: types}``, keys from every file, keys whose default is None."""
     ours, theirs = _yaml_files()
@@ -163,7 +169,7 @@ def _property_tables():
     return by_file, keys, nullable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_keys():
     """Every key that RecBole's or this package's code reads from a Config."""
     keys = set()
@@ -516,3 +522,89 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
                        f"({len(columns)}; first at line {first_short}): RecBole drops those without a user or "
                        f"item id and fills their other missing values (float: the column mean, token: padding)")
     return short, first_short
+
+
+# ---- the checks above, wired into RecBole's atomic-file reader and Config ----------------------
+class _PandasLiteralText(types.ModuleType):
+    """pandas as RecBole's atomic-file reader sees it, with quote parsing off: atomic files are
+    tab-separated with no quoting, but ``read_csv``'s default treats a value that starts with
+    ``"`` (a quoted movie title, a review) as the start of a quoted field and fails."""
+
+    def __init__(self, pandas):
+        super().__init__("pandas")
+        self._pandas = pandas
+
+    def __getattr__(self, name):
+        return getattr(self._pandas, name)
+
+    def read_csv(self, *args, **kwargs):
+        kwargs.setdefault("quoting", csv.QUOTE_NONE)
+        return self._pandas.read_csv(*args, **kwargs)
+
+
+def _atomic_files_unquoted():
+    from recbole.data.dataset import dataset as dataset_module
+
+    if not isinstance(dataset_module.pd, _PandasLiteralText):
+        dataset_module.pd = _PandasLiteralText(dataset_module.pd)
+
+
+def _atomic_files_checked():
+    """RecBole's ``Dataset._load_feat`` reads an atomic file's header with
+    ``field, ftype = column.split(":")`` and its rows with ``pandas.read_csv``, so an empty file, a
+    header column without ``:type``, or a word in a float column end in a bare ``ValueError``
+    (``not enough values to unpack``, ``could not convert string to float``) with no file or line
+    named, and rows with missing columns are dropped or filled without a word. This checks each
+    file first (``validation.check_atomic_file``): one-line errors naming the file, line and
+    column, and a warning with the count of short rows."""
+    from logging import getLogger
+
+    from recbole.data.dataset import Dataset
+    from recbole.utils.enum_type import FeatureSource
+
+    if getattr(Dataset._load_feat, "_checked", False):
+        return
+    load_feat = Dataset._load_feat
+
+    def _load_feat(self, filepath, source):
+        load_col, unload_col = self._get_load_and_unload_col(source)
+        if load_col == set():
+            return load_feat(self, filepath, source)
+        separator, encoding = self.config["field_separator"], self.config["encoding"]
+        with open(filepath, encoding=encoding) as f:
+            header = [c.split(":")[0] for c in f.readline().rstrip("\r\n").split(separator)]
+        wanted = [c for c in header if (load_col is None or c in load_col) and not (unload_col and c in unload_col)]
+        check_atomic_file(filepath, separator, encoding, float_fields=wanted, logger=getLogger())
+        if source == FeatureSource.INTERACTION:
+            missing = [f for f in (self.uid_field, self.iid_field) if f and f not in wanted]
+            if missing:
+                raise AtomicFileError(
+                    f"{os.path.basename(filepath)} has no column {', '.join(missing)} (loaded columns: "
+                    f"{', '.join(wanted)}): check its header, USER_ID_FIELD / ITEM_ID_FIELD and load_col")
+        return load_feat(self, filepath, source)
+
+    _load_feat._checked = True
+    Dataset._load_feat = _load_feat
+
+
+def _config_strings_literal():
+    """RecBole's ``Config._convert_config_dict`` runs ``eval`` on every string value of
+    ``config_dict`` and of the command line, so ``--x=__import__('os').system(...)`` runs code
+    and ``--epochs=1+1`` becomes 2. Strings are read as Python literals only
+    (``validation.literal``: numbers, lists, dicts, True/False/None), never evaluated."""
+    from recbole.config import configurator
+
+    def _convert_config_dict(self, config_dict):
+        for key in config_dict:
+            config_dict[key] = literal(config_dict[key])
+        return config_dict
+
+    configurator.Config._convert_config_dict = _convert_config_dict
+
+
+def apply():
+    """Wire the checks into RecBole (once): atomic files read unquoted and checked first, config
+    strings read as literals. Must run before RecBole builds a Config or a Dataset."""
+    _atomic_files_unquoted()
+    _atomic_files_checked()
+    _config_strings_literal()

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import recbole_cllm4rec
-from recbole_cllm4rec.data.corpus import pad_batch, training_histories
+from conftest import ROOT, TINY_CLLM4REC
+from recbole_cllm4rec.batching import pad_batch
+from recbole_cllm4rec.data.corpus import training_histories
 from recbole_cllm4rec.data.reviews import read_reviews
 from recbole_cllm4rec.llm import BackboneError, load_causal_lm, text_start_ids
 from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
 from recbole_cllm4rec.trainer.cllm4rec_trainer import CLLM4RecTrainer
-
-from conftest import ROOT, TINY_CLLM4REC
 
 
 def pairs(dataset):
@@ -91,7 +91,7 @@ def test_gradients_reach_only_the_stage_tables(ml100k_tiny, stage, trained):
     corpus = model.corpus
     users = corpus.users_with_history()[:4]
     if stage == "collab":
-        lm, mr = model.collaborative_loss([corpus.collaborative_document(u, model.rng) for u in users], "content")
+        lm, mr = model.collaborative_loss([corpus.collaborative_document(u, model.rng) for u in users])
     elif stage == "content":
         item_docs = [{"source": "item", "prompt": "{item} is titled:", "text": "{movie_title}"}]
         lm, mr = model.content_loss(corpus.content_documents(item_docs)[:4], "collab")
@@ -131,7 +131,7 @@ def test_each_language_model_loss_falls(ml100k_tiny):
     # the loss floor (n log n) near 0.55 of its start, which says little about learning
     masked = fresh_model(ml100k_tiny, finetune_target="masked")
     for trained, loss_fn, tables, ratio in [
-        (model, lambda: model.collaborative_loss(collab_docs, None), "collab", 0.7),
+        (model, lambda: model.collaborative_loss(collab_docs), "collab", 0.7),
         (model, lambda: model.content_loss(content_docs, None), "content", 0.9),
         (masked, lambda: masked.rec_loss(masked.recommendation_examples(users)), "rec", 0.7),
     ]:
@@ -154,6 +154,32 @@ def test_rec_head_ranks_planted_held_out_items_above_random(ml100k_tiny):
         hits.append(ranks[torch.as_tensor(held_out)].float().mean())
         random_hits.append(ranks[torch.randint(1, model.n_items, (50,))].float().mean())
     assert np.mean(hits) < 0.25 * np.mean(random_hits)
+
+
+def test_recbole_contract_calculate_loss_predict_and_the_stock_trainer(ml100k_tiny, workdir):
+    """RecBole's own calls work on CLLM4Rec: calculate_loss on an interaction batch is rec_loss on
+    its users, RecBole's stock Trainer trains the recommendation tables through it, and predict
+    reads full_sort_predict's scores of the given items."""
+    from recbole.data.interaction import Interaction
+    from recbole.trainer import Trainer
+
+    config, _, (train, _, _), _ = ml100k_tiny
+    model = fresh_model(ml100k_tiny)
+    batches = [batch for _, batch in zip(range(2), train)]
+    users = torch.unique(batches[0][model.USER_ID]).numpy()
+    model.rng = np.random.default_rng(0)
+    direct = model.rec_loss(model.recommendation_examples(users[[len(model.corpus.histories[u]) > 0 for u in users]]))
+    model.rng = np.random.default_rng(0)
+    through_recbole = model.calculate_loss(batches[0])
+    assert all(torch.allclose(a, b) for a, b in zip(through_recbole, direct))
+
+    before = model.user_rec.weight.detach().clone()
+    losses = Trainer(config, model)._train_epoch(batches, 0)  # a short epoch of two interaction batches
+    assert np.isfinite(sum(losses)) and not torch.equal(before, model.user_rec.weight)
+
+    inter = Interaction({model.USER_ID: torch.tensor([1, 2, 3]), model.ITEM_ID: torch.tensor([5, 6, 7])})
+    full = model.full_sort_predict(inter)
+    assert torch.equal(model.predict(inter), full[torch.arange(3), inter[model.ITEM_ID]])
 
 
 def test_end_to_end_save_and_reload_through_recbole(workdir):
@@ -316,3 +342,73 @@ def test_review_sample_runs_multivae_and_cllm4rec_with_review_text(workdir):
     item_only_bound = 37 * (10 + TINY_CLLM4REC["max_text_tokens"])
     assert len(reviews) > 200 and result["stages"]["content(no MR)"]["tokens"] > 3 * item_only_bound
     assert "trecall@10" in result["test_result"]
+
+
+def test_masked_target_weight_scales_the_hidden_items_only(ml100k_tiny):
+    """The loss with hidden items weighted w equals shown-items NLL + w x hidden-items NLL."""
+    model = fresh_model(ml100k_tiny, finetune_target="all")
+    model.corpus.max_doc_items = 10**6  # whole histories in the prompt: the hidden items are the masked ones
+    users = model.corpus.users_with_history()[:4]
+
+    def loss(target, weight):
+        model.finetune_target, model.masked_target_weight = target, weight
+        model.rng = np.random.default_rng(0)  # the same masks each time
+        return model.rec_loss(model.recommendation_examples(users))[0]
+
+    assert torch.allclose(loss("all", 3.0), loss("all", 1.0) + 2 * loss("masked", 1.0), rtol=1e-5)
+    with pytest.raises(ValueError, match="masked_target_weight"):
+        fresh_model(ml100k_tiny, masked_target_weight=0.0)
+
+
+def test_cosine_schedule_and_several_masks_per_epoch(ml100k_tiny):
+    """cosine sets each epoch's lr from the epoch index alone; masks_per_epoch k draws every
+    user k times an epoch, each time with its own mask."""
+    config, _, (train, _, _), _ = ml100k_tiny
+    saved = {k: config[k] for k in ("learning_rate_schedule", "masks_per_epoch", "epochs")}
+    try:
+        config["learning_rate_schedule"], config["masks_per_epoch"], config["epochs"] = "cosine", 2, 4
+        model = fresh_model(ml100k_tiny)
+        trainer = CLLM4RecTrainer(config, model)
+        rates = []
+        for epoch in (0, 2, 3, 0):
+            trainer._set_epoch_learning_rate(epoch)
+            rates.append(trainer.optimizer.param_groups[0]["lr"])
+        base = config["learning_rate"]
+        assert rates == pytest.approx([base, base / 2, base * (1 + np.cos(np.pi * 3 / 4)) / 2, base])
+        drawn = []
+        original = model.recommendation_examples
+        model.recommendation_examples = lambda users: drawn.append(list(users)) or original(users)
+        trainer._train_epoch(train, 0)
+        counts = np.bincount(np.concatenate(drawn))
+        assert set(counts[model.corpus.users_with_history()]) == {2}
+    finally:
+        config.final_config_dict.update(saved)
+
+
+def test_ranking_averages_the_scores_of_several_history_orders(ml100k_tiny):
+    """eval_prompt_draws K ranks by the mean of K read-outs, each over its own seeded order of
+    the history; the first draw is the single-draw ranking."""
+    from recbole.data.interaction import Interaction
+
+    model = fresh_model(ml100k_tiny).eval()
+    users = model.corpus.users_with_history()[:3]
+    batch = Interaction({model.USER_ID: torch.as_tensor(users)})
+    single = model.full_sort_predict(batch)
+    per_draw = [model.rec_scores(users, [model.corpus.eval_history(u, model.seed, d) for u in users]) for d in range(3)]
+    model.eval_prompt_draws = 3
+    averaged = model.full_sort_predict(batch)
+    assert torch.allclose(single[:, 1:], per_draw[0][:, 1:], atol=1e-5)
+    assert torch.allclose(averaged[:, 1:], sum(per_draw)[:, 1:] / 3, atol=1e-5)
+    assert not torch.allclose(per_draw[0][:, 1:], per_draw[1][:, 1:])  # the orders differ
+    assert {int(i) for i in model.corpus.eval_history(users[0], model.seed, 1)} == set(model.corpus.histories[users[0]].tolist())
+
+
+def test_frozen_user_rows_stay_as_pretrained_while_the_item_rows_train(ml100k_tiny):
+    config, _, (train, valid, _), _ = ml100k_tiny
+    model = fresh_model(ml100k_tiny, train_rec_user_rows=False)
+    assert all(p is not model.user_rec.weight for p in model.parameters_of("rec"))
+    items = model.item_rec.weight.clone()
+    CLLM4RecTrainer(config, model).fit(train, valid, saved=False)
+    # the rec user rows are the collaborative ones pretraining left, untouched by finetuning
+    assert torch.equal(model.user_rec.weight, model.user_collab.weight)
+    assert not torch.equal(model.item_rec.weight, model.item_collab.weight) and not torch.equal(items, model.item_rec.weight)

@@ -137,9 +137,10 @@ def test_shipped_amazon_sample_matches_its_raw_files(tmp_path):
 
 
 def test_recbole_loads_converted_dataset(tmp_path, monkeypatch):
-    import recbole_cllm4rec  # noqa: F401  (applies the RecBole compatibility patches)
     from recbole.config import Config
     from recbole.data import create_dataset
+
+    import recbole_cllm4rec  # noqa: F401  (applies the RecBole compatibility patches)
     from recbole_cllm4rec.evaluator import register_metrics
 
     register_metrics()  # the yaml lists TRecall

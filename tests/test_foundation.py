@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import recbole_cllm4rec
+import run_recbole
 from recbole_cllm4rec import ConfigFileError, DatasetNotFoundError, ModelNotFoundError, get_model
 from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
-
-import run_recbole
 
 QUICK = {"show_progress": False, "state": "WARNING"}
 
@@ -23,7 +22,8 @@ def test_our_models_resolve_first_then_recboles():
 
 
 def test_recbole_own_lookups_find_our_models():
-    from recbole.utils import get_model as recbole_get_model, get_trainer
+    from recbole.utils import get_model as recbole_get_model
+    from recbole.utils import get_trainer
     from recbole.utils.enum_type import ModelType
 
     from recbole_cllm4rec.trainer.cllm4rec_trainer import CLLM4RecTrainer
@@ -62,7 +62,9 @@ def test_missing_and_malformed_config_files(workdir):
 
 
 def test_cli_overrides_are_typed():
-    assert run_recbole.parse_overrides(["--learning_rate=0.01", "--topk=[10,20]", "--x=true", "--s=abc"]) == {
+    from recbole_cllm4rec.quick_start import parse_overrides
+
+    assert parse_overrides(["--learning_rate=0.01", "--topk=[10,20]", "--x=true", "--s=abc"]) == {
         "learning_rate": 0.01, "topk": [10, 20], "x": True, "s": "abc"}
 
 

@@ -13,9 +13,11 @@ never passed through BPE, so they cannot split.
 
 import re
 from dataclasses import dataclass
+from logging import getLogger
 
 import numpy as np
 
+from recbole_cllm4rec.data.reviews import read_reviews
 from recbole_cllm4rec.data.text import entity_texts, template_fields
 from recbole_cllm4rec.llm.backbone import text_start_ids
 
@@ -60,6 +62,10 @@ class CorpusBuilder:
         self.max_doc_items = config["max_doc_items"]
         self.eval_max_doc_items = config["eval_max_doc_items"]
         self.max_text_tokens = config["max_text_tokens"]
+        self.reorder_items = config["reorder_items"]
+        self.content_specs = config["content_documents"]
+        self.data_path = config["data_path"]
+        self._content_corpus = None
         self.start = np.asarray(text_start_ids(tokenizer), dtype=np.int64)
         self.pad_id = int(self.start[0]) if len(self.start) else 0
         self._has_interacted = self._bpe(" has interacted with")
@@ -118,6 +124,10 @@ class CorpusBuilder:
             items = rng.permutation(items)
         return Document(self.collaborative_prompt(user), self.item_tokens(items), user=user)
 
+    def collaborative_corpus(self, rng):
+        """One collaborative document per user with a history, items freshly drawn from ``rng``."""
+        return [self.collaborative_document(u, rng, self.reorder_items) for u in self.users_with_history()]
+
     def rec_prompt(self, user, visible_items):
         """``user_u has interacted with <items>, user_u will interact with``."""
         suffix = self._will_interact.copy()
@@ -131,10 +141,10 @@ class CorpusBuilder:
         n_masked = max(1, int(np.floor(mask_ratio * len(items)))) if len(items) else 0
         return items[n_masked:][: self.max_doc_items], items[:n_masked]
 
-    def eval_history(self, user, seed):
-        """The whole training history in an order fixed by (seed, user): evaluation is
+    def eval_history(self, user, seed, draw=0):
+        """The whole training history in an order fixed by (seed, user, draw): evaluation is
         deterministic, unlike the authors' unseeded shuffle."""
-        rng = np.random.default_rng((seed, int(user)))
+        rng = np.random.default_rng((seed, int(user)) + ((draw,) if draw else ()))
         items = self.histories[user]
         if len(items) > self.eval_max_doc_items:
             items = rng.choice(items, self.eval_max_doc_items, replace=False)
@@ -154,6 +164,27 @@ class CorpusBuilder:
 
     def _text_ids(self, text):
         return self._bpe(" " + text.strip())[: self.max_text_tokens]
+
+    def content_corpus(self):
+        """The documents of the dataset's ``content_documents``, built on first use (reviews read
+        from the dataset's side file when a spec asks for them)."""
+        if self._content_corpus is None:
+            name = self.dataset.dataset_name
+            if not self.content_specs:
+                raise CorpusError(
+                    f"dataset '{name}' defines no content_documents (item/user fields or reviews) for the "
+                    f"content LM: add them to its yaml, or run collaborative-only with use_content: False"
+                )
+            wants_reviews = any(s.get("source") == "review" for s in self.content_specs)
+            reviews = read_reviews(self.data_path, name) if wants_reviews else None
+            self._content_corpus = self.content_documents(self.content_specs, reviews)
+            if not self._content_corpus:
+                raise CorpusError(
+                    f"the content_documents templates of dataset '{name}' rendered no text (all fields "
+                    f"empty?); fix the templates or set use_content: False"
+                )
+            getLogger().info(f"content corpus: {len(self._content_corpus)} documents")
+        return self._content_corpus
 
     def content_documents(self, specs, reviews=None):
         """Documents for every entry of the dataset's ``content_documents``; reviews are kept
@@ -197,41 +228,3 @@ class CorpusBuilder:
             docs.append(Document(self._prompt_from_template(prompt, user=user, item=item),
                                  self._text_ids(body), user=user, item=item))
         return docs
-
-
-def pad_batch(sequences, pad_id):
-    """Right-pad id arrays into ``(ids [B, L], attention_mask [B, L])`` numpy arrays."""
-    length = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), length), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
-def length_batches(lengths, batch_size, rng=None, max_tokens=None):
-    """Batches of indices with similar lengths (less padding), in random order when ``rng``.
-
-    Shuffles, sorts within windows of 50 batches, cuts batches of at most ``batch_size``
-    documents and (if given) ``max_tokens`` padded tokens, then shuffles the batches.
-    """
-    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
-    window = batch_size * 50
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = order[start: start + window]
-        chunk = chunk[np.argsort(-np.asarray(lengths)[chunk], kind="stable")]
-        batch, longest = [], 0
-        for index in chunk:
-            longest_if_added = max(longest, lengths[index])
-            if batch and (len(batch) >= batch_size or (max_tokens and longest_if_added * (len(batch) + 1) > max_tokens)):
-                batches.append(batch)
-                batch, longest_if_added = [], lengths[index]
-            batch.append(index)
-            longest = longest_if_added
-        if batch:
-            batches.append(batch)
-    if rng is not None:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches

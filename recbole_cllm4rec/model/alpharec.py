@@ -23,12 +23,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
+from torch import nn
 
-from recbole_cllm4rec.llm.text_encoder import item_text_vectors
+from recbole_cllm4rec.model.text_vectors import item_text_vectors
 
 BITMAP_LIMIT = 2**26  # user x item pairs up to which training positives are kept as a bitmap (64 MB)
 

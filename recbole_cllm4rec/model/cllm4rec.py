@@ -28,46 +28,24 @@ from recbole.utils import InputType
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from recbole_cllm4rec.data.corpus import CorpusBuilder, pad_batch, length_batches
-from recbole_cllm4rec.model import cold_items
+from recbole_cllm4rec.batching import length_batches, pad_batch
+from recbole_cllm4rec.data.corpus import CorpusBuilder
 from recbole_cllm4rec.llm.backbone import (
-    adapters_active, attach_lora, decoder_layer_count, first_layers, load_causal_lm, randomly_initialised,
+    adapters_active,
+    attach_lora,
+    attention_implementation,
+    autocast_dtype,
+    decoder_layer_count,
+    first_layers,
+    load_causal_lm,
+    randomly_initialised,
 )
+from recbole_cllm4rec.model import cold_items
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
 MR_REFERENCE_BATCH = 20
 VOCAB_LOGIT_CHUNK = 1024  # target positions per chunk of vocabulary logits
-
-
-def cpu_supports_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(setting, device):
-    """bf16 where the hardware runs it fast (measured 2.5x on avx512_bf16 CPUs), else fp32."""
-    if setting == "fp32":
-        return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = cpu_supports_bf16()
-    if setting == "bf16" and not supported:
-        raise ValueError(f"autocast: bf16 was asked for but {device} has no fast bf16; use auto or fp32")
-    return torch.bfloat16 if supported else None
-
-
-def attention_implementation(setting, device):
-    """CPU: eager attention trained 27-35 % faster than SDPA's flash kernel, whose backward
-    dominated on short (20-60 token) documents; CUDA: SDPA."""
-    if setting != "auto":
-        return setting
-    return "sdpa" if torch.device(device).type == "cuda" else "eager"
 
 
 def _vocab_nll_sum(hidden, weight, targets):
@@ -84,9 +62,10 @@ class CLLM4Rec(GeneralRecommender):
         self.mr_weight = config["mr_weight"]
         self.mr_on_targets = config["mr_on_targets"]
         self.finetune_target = config["finetune_target"]
-        self.reorder_items = config["reorder_items"]
+        self.masked_target_weight = config["masked_target_weight"]
         self.predict_first_main_token = config["predict_first_main_token"]
         self.llm_batch_size = config["llm_batch_size"]
+        self.eval_prompt_draws = config["eval_prompt_draws"]
         self.max_batch_tokens = config["max_batch_tokens"]
         self.seed = config["seed"]
         self.llm_path = config["llm_path"]
@@ -132,6 +111,9 @@ class CLLM4Rec(GeneralRecommender):
             prior = self._log_popularity()
             self.item_bias.update({kind: nn.Parameter(prior.clone()) for kind in ("collab", "rec")})
         self.init_rec_from_collab()
+        # A free user row can memorise the user's training items (the target) instead of
+        # learning what the visible items imply; frozen, it keeps its pretrained value.
+        self.user_rec.weight.requires_grad_(config["train_rec_user_rows"])
         self.cold_item_rows = config["cold_item_rows"]
         if config["content_init"] == "text":
             with torch.no_grad():
@@ -145,17 +127,20 @@ class CLLM4Rec(GeneralRecommender):
             "mask_ratio": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
             "mr_weight": lambda v: isinstance(v, (int, float)) and v >= 0,
             "finetune_target": lambda v: v in ("masked", "all"),
+            "masked_target_weight": lambda v: isinstance(v, (int, float)) and v > 0,
             "autocast": lambda v: v in ("auto", "bf16", "fp32"),
             "max_doc_items": lambda v: isinstance(v, int) and v > 0,
             "eval_max_doc_items": lambda v: isinstance(v, int) and v > 0,
             "max_text_tokens": lambda v: isinstance(v, int) and v > 0,
             "llm_batch_size": lambda v: isinstance(v, int) and v > 0,
+            "eval_prompt_draws": lambda v: isinstance(v, int) and v > 0,
             "readout_layers": lambda v: isinstance(v, int) and v >= 0,
             "readout": lambda v: v in ("last", "mean"),
             "llm_weights": lambda v: v in ("pretrained", "random"),
             "id_input_scale": lambda v: isinstance(v, (int, float)) and v > 0,
             "scaled_item_logits": lambda v: isinstance(v, bool),
             "item_bias": lambda v: isinstance(v, bool),
+            "train_rec_user_rows": lambda v: isinstance(v, bool),
             "lora_rank": lambda v: isinstance(v, int) and v >= 0,
             "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
             "lora_targets": lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v),
@@ -189,7 +174,8 @@ class CLLM4Rec(GeneralRecommender):
 
     def _tables_and_bias(self, kind):
         bias = [self.item_bias[kind]] if kind in self.item_bias else []
-        return [t.weight for t in self.tables(kind)] + bias
+        tables = [t.weight for t in self.tables(kind) if t.weight.requires_grad]
+        return tables + bias
 
     def _adapters(self, kind):
         return list(self.lora.parameters()) if kind == "rec" else []
@@ -263,6 +249,13 @@ class CLLM4Rec(GeneralRecommender):
                               enabled=self.autocast is not None)
 
     # ---- mutual regularisation ------------------------------------------------------------------
+    @property
+    def item_mr_partner(self):
+        """The tables the item LMs' (collaborative, recommendation) MR pulls towards: the content
+        tables when the content LM trains, none otherwise. The content LM's partner is the stage's
+        (the trainer's) choice."""
+        return "content" if self.use_content else None
+
     def mutual_regularization(self, kind, partner, users, items, n_docs):
         """mr_weight * 20 * mean over documents of sum ||e_kind - e_partner||^2 over the
         document's ID words (with multiplicity); the partner's tables are a fixed target."""
@@ -297,16 +290,16 @@ class CLLM4Rec(GeneralRecommender):
             labels.append(d.main[span])
         return ids, mask, np.concatenate(rows), np.concatenate(positions), np.concatenate(labels)
 
-    def collaborative_loss(self, docs, partner="content"):
+    def collaborative_loss(self, docs):
         """Next-item LM over ``user_u has interacted with`` | items, softmax over items only,
-        head tied to the collaborative item table; plus MR towards ``partner``."""
+        head tied to the collaborative item table; plus MR towards ``item_mr_partner``."""
         ids, mask, rows, positions, labels = self._lm_batch(docs)
         hidden = self.hidden_states(ids, mask, "collab")[rows, positions]
         logits = self.item_logits(hidden, "collab")
         targets = torch.as_tensor(labels - self.corpus.item_offset, device=self.device)
         lm = F.cross_entropy(logits, targets)
         items = np.concatenate([d.main for d in docs]) - self.corpus.item_offset
-        mr = self.mutual_regularization("collab", partner, [d.user for d in docs], items, len(docs))
+        mr = self.mutual_regularization("collab", self.item_mr_partner, [d.user for d in docs], items, len(docs))
         return lm, mr
 
     def content_loss(self, docs, partner="collab"):
@@ -363,14 +356,16 @@ class CLLM4Rec(GeneralRecommender):
         visible = [v for _, v, _ in examples]
         targets = [t for _, _, t in examples]
         log_probs = F.log_softmax(self.rec_scores(users, visible), dim=1)
-        multi_hot = torch.zeros_like(log_probs)
-        for row, items in enumerate(targets):
-            multi_hot[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0
-        rec = -(torch.where(multi_hot > 0, log_probs, 0.0)).sum(1).mean()
+        target_weights = torch.zeros_like(log_probs)
+        for row, (items, shown) in enumerate(zip(targets, visible)):
+            target_weights[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0
+            if self.finetune_target == "all" and self.masked_target_weight != 1.0:
+                hidden = np.setdiff1d(items, shown, assume_unique=True)
+                target_weights[row, torch.as_tensor(hidden, dtype=torch.long, device=self.device)] = self.masked_target_weight
+        rec = -(torch.where(target_weights > 0, log_probs * target_weights, 0.0)).sum(1).mean()
         mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
         mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
-        partner = "content" if self.use_content else None
-        mr = self.mutual_regularization("rec", partner, mr_users, np.concatenate(mr_items), len(users))
+        mr = self.mutual_regularization("rec", self.item_mr_partner, mr_users, np.concatenate(mr_items), len(users))
         return rec, mr
 
     def calculate_loss(self, interaction):
@@ -380,15 +375,19 @@ class CLLM4Rec(GeneralRecommender):
 
     @torch.no_grad()
     def full_sort_predict(self, interaction):
+        """Item scores averaged over ``eval_prompt_draws`` orders (and, for histories longer than
+        eval_max_doc_items, samples) of each user's history: training saw random orders, so
+        one fixed order is one draw of a random read-out."""
         users = interaction[self.USER_ID].cpu().numpy()
-        histories = [self.corpus.eval_history(u, self.seed) for u in users]
-        lengths = [len(h) for h in histories]
-        scores = torch.empty(len(users), self.n_items, device=self.device)
+        scores = torch.zeros(len(users), self.n_items, device=self.device)
         if self._ranking_rows is None:  # cold items' rows from the content side (cold_item_rows)
             self._ranking_rows = (cold_items.ranking_rows(self),)
-        for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
-            scores[batch] = self.rec_scores(users[batch], [histories[i] for i in batch], self._ranking_rows[0])
-        return scores
+        for draw in range(self.eval_prompt_draws):
+            histories = [self.corpus.eval_history(u, self.seed, draw) for u in users]
+            lengths = [len(h) for h in histories]
+            for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
+                scores[batch] += self.rec_scores(users[batch], [histories[i] for i in batch], self._ranking_rows[0])
+        return scores / self.eval_prompt_draws
 
     def predict(self, interaction):
         scores = self.full_sort_predict(interaction)

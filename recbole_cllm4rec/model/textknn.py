@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
-from recbole_cllm4rec.llm.text_encoder import item_text_vectors
 from recbole_cllm4rec.model.alpharec import row_mean_operator, sparse_tensor
+from recbole_cllm4rec.model.text_vectors import item_text_vectors
 
 
 class TextKNN(GeneralRecommender):

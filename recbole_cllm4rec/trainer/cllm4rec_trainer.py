@@ -8,18 +8,25 @@
    epoch followed by a content epoch with MR to the recommendation tables.
 
 The trainer orchestrates only: every loss comes from the model.
+
+Finetuning batches are users (``finetune_batch_size``, each with a fresh masked history), so
+``_train_epoch`` draws them from the corpus and ignores ``train_data``: RecBole's
+``train_batch_size`` does not apply. ``CLLM4Rec.calculate_loss`` gives the same loss on the users
+of a RecBole interaction batch, so RecBole's stock ``Trainer`` can train the model too.
 """
 
+import math
 import os
 from time import time
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_cllm4rec.batching import length_batches
 from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, refuse_non_finite, run_stamp
-from recbole_cllm4rec.data.corpus import CorpusError, length_batches
 from recbole_cllm4rec.distributed import all_reduce_sum, rank, shard, sum_gradients
 
 
@@ -33,37 +40,11 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         self.content_optimizer = self._build_optimizer(params=model.parameters_of("content"), learning_rate=pretrain_lr)
         # content epochs inside finetuning (finetune_content_epochs) step the content tables at the finetuning lr
         self.finetune_content_optimizer = self._build_optimizer(params=model.parameters_of("content"))
-        self.use_content = config["use_content"]
-        self.reorder_items = config["reorder_items"]
         self.pretrain_batch_size = config["pretrain_batch_size"]
         self.max_batch_tokens = config["max_batch_tokens"]
         self.stage_stats = {}
-        self._content_docs = None
         # pretraining epochs finished (a last-state checkpoint is written after each one)
         self.pretrain_progress = {"warmup": 0, "collab": 0, "content": 0, "finished": False}
-
-    # ---- corpora ------------------------------------------------------------------------------
-    def content_docs(self):
-        if self._content_docs is None:
-            from recbole_cllm4rec.data.reviews import read_reviews
-
-            specs = self.config["content_documents"]
-            if not specs:
-                raise CorpusError(
-                    f"dataset '{self.config['dataset']}' defines no content_documents (item/user "
-                    f"fields or reviews) for the content LM: add them to its yaml, or run "
-                    f"collaborative-only with use_content: False"
-                )
-            wants_reviews = any(s.get("source") == "review" for s in specs)
-            reviews = read_reviews(self.config["data_path"], self.config["dataset"]) if wants_reviews else None
-            self._content_docs = self.model.corpus.content_documents(specs, reviews)
-            if not self._content_docs:
-                raise CorpusError(
-                    f"the content_documents templates of dataset '{self.config['dataset']}' rendered no "
-                    f"text (all fields empty?); fix the templates or set use_content: False"
-                )
-            self.logger.info(f"content corpus: {len(self._content_docs)} documents")
-        return self._content_docs
 
     # ---- one step and one epoch of a stage -------------------------------------------------
     def _step(self, optimizer, params, loss_fn, examples, lm_units=len):
@@ -126,20 +107,14 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         )
         return lm, mr
 
-    def collaborative_docs(self):
-        """One collaborative document per user, items freshly permuted (a new draw each call)."""
-        corpus = self.model.corpus
-        return [corpus.collaborative_document(u, self.model.rng, self.reorder_items) for u in corpus.users_with_history()]
-
-    def collaborative_loss(self, docs):
-        return self.model.collaborative_loss(docs, "content" if self.use_content else None)
-
     def collaborative_epoch(self, show_progress=False):
-        return self._lm_epoch("collaborative", self.collaborative_docs(), self.collaborative_loss,
-                              self.collab_optimizer, show_progress)
+        docs = self.model.corpus.collaborative_corpus(self.model.rng)
+        return self._lm_epoch("collaborative", docs, self.model.collaborative_loss, self.collab_optimizer, show_progress)
 
     def content_epoch(self, partner, optimizer, show_progress=False):
-        return self._lm_epoch(f"content({partner or 'no MR'})", self.content_docs(),
+        """A content epoch with MR towards ``partner``: none in the warm-up, the tables of the
+        stage's item LM after it (collaborative in pretraining, recommendation in finetuning)."""
+        return self._lm_epoch(f"content({partner or 'no MR'})", self.model.corpus.content_corpus(),
                               lambda b: self.model.content_loss(b, partner), optimizer, show_progress)
 
     # ---- pretraining ----------------------------------------------------------------------------
@@ -152,7 +127,7 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         if config["pretrained_file"] and not (done["warmup"] or done["collab"]):
             self._load_pretrained(config["pretrained_file"])
             return
-        if self.use_content:
+        if model.use_content:
             while done["warmup"] < config["content_warmup_epochs"]:
                 self.content_epoch(None, self.content_optimizer, show_progress)
                 done["warmup"] += 1
@@ -162,7 +137,7 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
                 self.collaborative_epoch(show_progress)
                 done["collab"] = round_ + 1
                 self._save_stage(saved, f"collaborative {done['collab']}")
-            if self.use_content and done["content"] <= round_:
+            if model.use_content and done["content"] <= round_:
                 self.content_epoch("collab", self.content_optimizer, show_progress)
                 done["content"] = round_ + 1
                 self._save_stage(saved, f"content {done['content']}")
@@ -220,10 +195,22 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
             self.pretrain(saved, show_progress)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
+    def _set_epoch_learning_rate(self, epoch_idx):
+        """cosine: each group's base lr x (1 + cos(pi * epoch / epochs)) / 2 for this epoch;
+        a function of the epoch index alone, so a resumed run gets the same rate."""
+        if self.config["learning_rate_schedule"] != "cosine":
+            return
+        factor = 0.5 * (1 + math.cos(math.pi * epoch_idx / self.epochs))
+        for group in self.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * factor
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        users = self.model.corpus.users_with_history()
+        # masks_per_epoch > 1: each user appears that many times, each time with a fresh mask
+        users = np.tile(self.model.corpus.users_with_history(), self.config["masks_per_epoch"])
         batches = self.recommendation_batches(users)
         params = self.model.parameters_of("rec")
+        self._set_epoch_learning_rate(epoch_idx)
 
         def step(batch):
             # Every rank draws the whole batch's masks (one random stream on all ranks), then
@@ -232,7 +219,7 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
             return self._step(self.optimizer, params, self.model.rec_loss, examples)
 
         losses = self._epoch("recommend", batches, step, show_progress)
-        if self.use_content and self.config["finetune_content_epochs"]:
+        if self.model.use_content and self.config["finetune_content_epochs"]:
             for _ in range(self.config["finetune_content_epochs"]):
                 self.content_epoch("rec", self.finetune_content_optimizer, show_progress)
         return losses
