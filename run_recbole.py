@@ -1,8 +1,8 @@
 """Train and test models on a RecBole dataset, RecBole's CLI conventions.
 
-    python run_recbole.py --model=CLLM4Rec                       # ml-100k, the embedded default
-    python run_recbole.py --model=LightGCN,MultiVAE,EASE -d ml-100k   # side-by-side table
-    python run_recbole.py -m BPR --config_files="my.yaml" --learning_rate=0.01
+python run_recbole.py --model=CLLM4Rec                       # ml-100k, the embedded default
+python run_recbole.py --model=LightGCN,MultiVAE,EASE -d ml-100k   # side-by-side table
+python run_recbole.py -m BPR --config_files="my.yaml" --learning_rate=0.01
 """
 
 import argparse
@@ -14,10 +14,15 @@ def main(argv=None):
     parser.add_argument("--model", "-m", default="CLLM4Rec", help="model name, or a comma list to compare")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
-    parser.add_argument("--results_file", default=None,
-                        help="markdown table of the run(s); default results/<dataset>.md for a comparison")
+    parser.add_argument(
+        "--results_file",
+        default=None,
+        help="markdown table of the run(s); default results/<dataset>.md for a comparison",
+    )
     parser.add_argument("--list_models", action="store_true")
-    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (torch DDP; gloo on CPU, NCCL on GPU)")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="processes on this machine (torch DDP; gloo on CPU, NCCL on GPU)"
+    )
     parser.add_argument("--world_size", type=int, default=-1, help="ranks over all machines (default: nproc)")
     parser.add_argument("--ip", default="localhost", help="address of the machine holding rank 0")
     parser.add_argument("--port", default="5678", help="free port on that machine")
@@ -35,13 +40,21 @@ def main(argv=None):
         return 0
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not models:
-        print(f"error: --model={args.model!r} names no model: give a name (e.g. --model=BPR) or a comma "
-              f"list (--model=BPR,LightGCN); --list_models lists them", file=sys.stderr)
+        print(
+            f"error: --model={args.model!r} names no model: give a name (e.g. --model=BPR) or a comma "
+            f"list (--model=BPR,LightGCN); --list_models lists them",
+            file=sys.stderr,
+        )
         return 2
     config_files = args.config_files.split() if args.config_files else None
     overrides = parse_overrides(rest)
-    launch = {"nproc": args.nproc, "world_size": args.world_size, "ip": args.ip, "port": args.port,
-              "group_offset": args.group_offset}
+    launch = {
+        "nproc": args.nproc,
+        "world_size": args.world_size,
+        "ip": args.ip,
+        "port": args.port,
+        "group_offset": args.group_offset,
+    }
     try:
         if len(models) == 1 and not args.results_file:
             result = recbole_cllm4rec.run(models[0], args.dataset, config_files, overrides, **launch)
@@ -49,11 +62,15 @@ def main(argv=None):
                 print("this machine's ranks finished; rank 0 reports the results")
                 return 0
             print(f"best valid: {result['best_valid_result']}\ntest: {result['test_result']}")
-            print(f"train {result['train_time_s']:.1f} s, total {result['total_time_s']:.1f} s, "
-                  f"peak RSS {result['peak_rss_mb']:.0f} MB, model file {result['model_file']}")
+            print(
+                f"train {result['train_time_s']:.1f} s, total {result['total_time_s']:.1f} s, "
+                f"peak RSS {result['peak_rss_mb']:.0f} MB, model file {result['model_file']}"
+            )
         else:
             results_file = args.results_file or f"results/{args.dataset}.md"
-            results, table = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file, **launch)
+            results, table = recbole_cllm4rec.compare(
+                models, args.dataset, config_files, overrides, results_file, **launch
+            )
             print(table)
             print(f"\nwritten to {results_file}")
             failed = [r["model"] for r in results if r.get("failed")]

@@ -47,7 +47,9 @@ def table(results):
             continue
         values = [r["best_valid_result"]["ndcg@10"], r["test_result"]["ndcg@10"], r["test_result"]["recall@10"]]
         epochs = len(train_losses(r["log_file"])) if r.get("log_file") else ""
-        rows.append(f"| {r['model']} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {r['train_time_s']:.0f} | {epochs} |")
+        rows.append(
+            f"| {r['model']} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {r['train_time_s']:.0f} | {epochs} |"
+        )
     return "\n".join(rows)
 
 
@@ -57,8 +59,12 @@ def curve(results_by_protocol, output):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [(p, r) for p, results in results_by_protocol.items() for r in results
-              if r["model"] in ("AlphaRec", "AlphaRec (previous defaults)") and r.get("log_file")]
+    chosen = [
+        (p, r)
+        for p, results in results_by_protocol.items()
+        for r in results
+        if r["model"] in ("AlphaRec", "AlphaRec (previous defaults)") and r.get("log_file")
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for protocol, r in chosen:
         label = f"{r['model']} ({protocol})"
@@ -92,7 +98,9 @@ def main():
         title, yaml_file = PROTOCOLS[name]
         files = [os.path.join("properties", "protocol", yaml_file)]  # run from the repository root
         results, commands = [], []
-        runs = [(label, *RUNS[label]) for label in labels] + ([PREVIOUS] if name == PREVIOUS_ON and args.previous else [])
+        runs = [(label, *RUNS[label]) for label in labels] + (
+            [PREVIOUS] if name == PREVIOUS_ON and args.previous else []
+        )
         for label, model, overrides in runs:
             found, _ = compare_variants(model, {label: overrides}, config_file_list=files)
             results += found

@@ -12,8 +12,9 @@ import os
 
 from recbole_cllm4rec.quick_start import parse_overrides
 
-PAPER_PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "properties", "preset", "CLLM4Rec-paper.yaml")
+PAPER_PRESET = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "preset", "CLLM4Rec-paper.yaml"
+)
 
 
 def paper_preset():
@@ -26,7 +27,7 @@ def paper_preset():
 # One row per lever: each departs from the default in that lever alone.
 VARIANTS = {
     "default": {},
-    "paper preset": paper_preset(),                  # properties/preset/CLLM4Rec-paper.yaml
+    "paper preset": paper_preset(),  # properties/preset/CLLM4Rec-paper.yaml
     "last-state read-out (paper)": {"readout": "last"},
     "all 30 layers (paper)": {"readout_layers": 0},
     "ID rows at raw scale (paper)": {"id_input_scale": 1.0},
@@ -58,8 +59,13 @@ def main():
     from recbole_cllm4rec.quick_start import compare_variants
 
     results_file = args.results_file or f"results/cllm4rec-ablation-{args.dataset}.md"
-    _, table = compare_variants("CLLM4Rec", {v: VARIANTS[v] for v in chosen}, args.dataset,
-                                config_dict=parse_overrides(rest), results_file=results_file)
+    _, table = compare_variants(
+        "CLLM4Rec",
+        {v: VARIANTS[v] for v in chosen},
+        args.dataset,
+        config_dict=parse_overrides(rest),
+        results_file=results_file,
+    )
     print(table)
     print(f"\nwritten to {results_file}")
 

@@ -43,8 +43,14 @@ def main():
     for model in args.models.split(","):
         if model in baselines:
             ax.axhline(baselines[model], linestyle="--", linewidth=1, color="grey")
-            ax.annotate(f"{model} (best valid)", (0.01, baselines[model]), xycoords=("axes fraction", "data"),
-                        textcoords="offset points", xytext=(0, 2), fontsize=8)
+            ax.annotate(
+                f"{model} (best valid)",
+                (0.01, baselines[model]),
+                xycoords=("axes fraction", "data"),
+                textcoords="offset points",
+                xytext=(0, 2),
+                fontsize=8,
+            )
     ax.set_xlabel("finetuning epoch")
     ax.set_ylabel("valid NDCG@10")
     ax.set_title("CLLM4Rec on ml-100k (2 CPU cores): validation per epoch")

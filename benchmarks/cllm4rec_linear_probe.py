@@ -36,8 +36,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--pretrained_file", default=None, help="tables to probe (default: fresh random tables)")
-    parser.add_argument("--rows", choices=["tables", "text"], default="tables",
-                        help="text: every user/item row is the mean vocabulary embedding of its text")
+    parser.add_argument(
+        "--rows",
+        choices=["tables", "text"],
+        default="tables",
+        help="text: every user/item row is the mean vocabulary embedding of its text",
+    )
     parser.add_argument("--steps", type=int, default=300)
     args, rest = parser.parse_known_args()
 
@@ -77,7 +81,9 @@ def main():
     states = torch.zeros(n_users, model.backbone.config.hidden_size)
     histories = [corpus.eval_history(u, config["seed"]) for u in users]
     with torch.no_grad():
-        for batch in length_batches([len(h) for h in histories], model.llm_batch_size, max_tokens=model.max_batch_tokens):
+        for batch in length_batches(
+            [len(h) for h in histories], model.llm_batch_size, max_tokens=model.max_batch_tokens
+        ):
             states[users[batch]] = model.prompt_states(users[batch], [histories[i] for i in batch])
         seen = torch.zeros(n_users, n_items)
         for u in users:
@@ -103,7 +109,9 @@ def main():
         if step % 100 == 0 or step == args.steps:
             scores = torch.zeros(n_users, n_items)
             scores[users] = (x @ weight + bias).detach()
-            print(f"linear read-out step {step:4d}: loss {loss.item():.1f}, valid NDCG@10 {ndcg_at_10(scores, seen, truth):.4f}")
+            print(
+                f"linear read-out step {step:4d}: loss {loss.item():.1f}, valid NDCG@10 {ndcg_at_10(scores, seen, truth):.4f}"
+            )
 
 
 if __name__ == "__main__":

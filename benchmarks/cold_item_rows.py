@@ -56,12 +56,20 @@ def main():
         return states[key]
 
     model.prompt_states = cached_states
-    variants = [("trained (never a target)", "trained", None), ("content row as is", "content", None),
-                ("content_map (content rows after the content LM)", "content_map", None),
-                ("content_map, mapped bias only (one ranking for all users)", "bias_only", None)]
+    variants = [
+        ("trained (never a target)", "trained", None),
+        ("content row as is", "content", None),
+        ("content_map (content rows after the content LM)", "content_map", None),
+        ("content_map, mapped bias only (one ranking for all users)", "bias_only", None),
+    ]
     if config["content_init"] == "text":
-        variants.append(("content_map on the text-initialised rows (before the content LM)", "content_map",
-                         text_rows(model, train._dataset, config["item_text"]).to(model.device)))
+        variants.append(
+            (
+                "content_map on the text-initialised rows (before the content LM)",
+                "content_map",
+                text_rows(model, train._dataset, config["item_text"]).to(model.device),
+            )
+        )
     rows = []
     for label, mode, initial in variants:
         model.cold_item_rows = "content_map" if mode == "bias_only" else mode
@@ -74,15 +82,28 @@ def main():
             with all_candidates(test):
                 whole = trainer.evaluate(test, load_best_model=False)
         cold_items.ranking_rows = ranking_rows
-        rows.append(f"| {label} | " + " | ".join(f"{cold[c]:.4f}" for c in COLUMNS) + " | "
-                    + " | ".join(f"{whole[c]:.4f}" for c in COLUMNS) + " |")
+        rows.append(
+            f"| {label} | "
+            + " | ".join(f"{cold[c]:.4f}" for c in COLUMNS)
+            + " | "
+            + " | ".join(f"{whole[c]:.4f}" for c in COLUMNS)
+            + " |"
+        )
         print(rows[-1], flush=True)
     head = ["cold item row"] + [f"cold {c}" for c in COLUMNS] + [f"whole catalogue {c}" for c in COLUMNS]
-    lines = ["# CLLM4Rec: how a cold item's row is formed, one trained model", "",
-             f"Model file: `{os.path.basename(args.model_file)}` (config: use_content {config['use_content']}, "
-             f"content_init {config['content_init']}, mr_weight {config['mr_weight']}). Command:", "",
-             f"    python benchmarks/cold_item_rows.py {args.model_file}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, ""]
+    lines = [
+        "# CLLM4Rec: how a cold item's row is formed, one trained model",
+        "",
+        f"Model file: `{os.path.basename(args.model_file)}` (config: use_content {config['use_content']}, "
+        f"content_init {config['content_init']}, mr_weight {config['mr_weight']}). Command:",
+        "",
+        f"    python benchmarks/cold_item_rows.py {args.model_file}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *rows,
+        "",
+    ]
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))

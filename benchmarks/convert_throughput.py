@@ -21,9 +21,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORDS = ("great product works well quality price size colour fits daughter son gift quick "
-         "delivery broke week month love recommend would buy again cheap sturdy soft small large "
-         "battery box instructions easy hard").split()
+WORDS = (
+    "great product works well quality price size colour fits daughter son gift quick "
+    "delivery broke week month love recommend would buy again cheap sturdy soft small large "
+    "battery box instructions easy hard"
+).split()
 
 
 def _skewed_index(rng, n, power):
@@ -43,24 +45,45 @@ def write_dump(folder, lines, n_items, seed=0):
             user_id = f"A{rng.getrandbits(60):013X}"[:14]
             for _ in range(min(5 + int(rng.expovariate(1 / 4)), lines - written)):
                 n_words = int(rng.expovariate(1 / 70)) + 3  # mean ~70 words, a long tail of essays
-                f.write(json.dumps({
-                    "overall": float(rng.choices((1, 2, 3, 4, 5), (5, 5, 10, 25, 55))[0]),
-                    "verified": True, "reviewTime": "09 1, 2016", "reviewerID": user_id,
-                    "asin": item_ids[_skewed_index(rng, n_items, 1.5)],
-                    "style": {"Size:": " Large"}, "reviewerName": "Someone",
-                    "reviewText": " ".join(rng.choices(WORDS, k=n_words)),
-                    "summary": " ".join(rng.choices(WORDS, k=4)),
-                    "unixReviewTime": 1_300_000_000 + rng.randrange(10**8)}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "overall": float(rng.choices((1, 2, 3, 4, 5), (5, 5, 10, 25, 55))[0]),
+                            "verified": True,
+                            "reviewTime": "09 1, 2016",
+                            "reviewerID": user_id,
+                            "asin": item_ids[_skewed_index(rng, n_items, 1.5)],
+                            "style": {"Size:": " Large"},
+                            "reviewerName": "Someone",
+                            "reviewText": " ".join(rng.choices(WORDS, k=n_words)),
+                            "summary": " ".join(rng.choices(WORDS, k=4)),
+                            "unixReviewTime": 1_300_000_000 + rng.randrange(10**8),
+                        }
+                    )
+                    + "\n"
+                )
                 written += 1
             user += 1
     with gzip.open(meta, "wt", encoding="utf-8", compresslevel=1) as f:
         for item in item_ids:
-            f.write(json.dumps({
-                "category": ["Synthetic", rng.choice(WORDS).title()], "tech1": "",
-                "description": [" ".join(rng.choices(WORDS, k=60))], "title": " ".join(rng.choices(WORDS, k=6)),
-                "also_buy": rng.sample(item_ids, 5), "brand": rng.choice(WORDS).title(),
-                "feature": [], "rank": "1 in Synthetic (", "main_cat": "Synthetic",
-                "price": "$9.99", "asin": item}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "category": ["Synthetic", rng.choice(WORDS).title()],
+                        "tech1": "",
+                        "description": [" ".join(rng.choices(WORDS, k=60))],
+                        "title": " ".join(rng.choices(WORDS, k=6)),
+                        "also_buy": rng.sample(item_ids, 5),
+                        "brand": rng.choice(WORDS).title(),
+                        "feature": [],
+                        "rank": "1 in Synthetic (",
+                        "main_cat": "Synthetic",
+                        "price": "$9.99",
+                        "asin": item,
+                    }
+                )
+                + "\n"
+            )
     return reviews, meta, user
 
 
@@ -91,8 +114,7 @@ def convert_in_child(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="review lines (default 1M)")
-    parser.add_argument("--items", type=int, default=None,
-                        help="items, also metadata lines (default: lines / 10)")
+    parser.add_argument("--items", type=int, default=None, help="items, also metadata lines (default: lines / 10)")
     parser.add_argument("--workdir", default=None, help="where to write the dump (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the dump and the output")
     args = parser.parse_args()
@@ -102,21 +124,38 @@ def main():
         t0 = time.time()
         n_items = args.items or max(args.lines // 10, 10)
         reviews, meta, n_users = write_dump(folder, args.lines, n_items)
-        print(f"dump: {args.lines:,} reviews by {n_users:,} users ({os.path.getsize(reviews) / 2**20:.0f} MiB gz), "
-              f"{n_items:,} metadata lines ({os.path.getsize(meta) / 2**20:.0f} MiB gz), "
-              f"written in {time.time() - t0:.0f} s")
+        print(
+            f"dump: {args.lines:,} reviews by {n_users:,} users ({os.path.getsize(reviews) / 2**20:.0f} MiB gz), "
+            f"{n_items:,} metadata lines ({os.path.getsize(meta) / 2**20:.0f} MiB gz), "
+            f"written in {time.time() - t0:.0f} s"
+        )
 
         result, summary = convert_in_child(
-            ["amazon", "--reviews", reviews, "--meta", meta, "--name", "bench",
-             "--output-dir", os.path.join(folder, "out"), "--no-progress"])
+            [
+                "amazon",
+                "--reviews",
+                reviews,
+                "--meta",
+                meta,
+                "--name",
+                "bench",
+                "--output-dir",
+                os.path.join(folder, "out"),
+                "--no-progress",
+            ]
+        )
         print(summary)
         out = os.path.join(folder, "out", "bench")
         sizes = {f: os.path.getsize(os.path.join(out, f)) / 2**20 for f in sorted(os.listdir(out))}
-        print(f"conversion: {result['convert_s']:.1f} s, {args.lines / result['convert_s']:,.0f} review lines/s "
-              f"(plus {result['import_s']:.1f} s importing the package, RecBole and torch)")
-        print(f"peak RSS: {result['peak_rss_mib']:.0f} MiB, of which {result['import_rss_mib']:.0f} MiB "
-              f"after the import alone: ~{result['peak_rss_mib'] - result['import_rss_mib']:.0f} MiB "
-              "for the conversion")
+        print(
+            f"conversion: {result['convert_s']:.1f} s, {args.lines / result['convert_s']:,.0f} review lines/s "
+            f"(plus {result['import_s']:.1f} s importing the package, RecBole and torch)"
+        )
+        print(
+            f"peak RSS: {result['peak_rss_mib']:.0f} MiB, of which {result['import_rss_mib']:.0f} MiB "
+            f"after the import alone: ~{result['peak_rss_mib'] - result['import_rss_mib']:.0f} MiB "
+            "for the conversion"
+        )
         print("output: " + ", ".join(f"{f} {s:.1f} MiB" for f, s in sizes.items()))
     finally:
         if args.keep:

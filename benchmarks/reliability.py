@@ -40,8 +40,7 @@ def _rows(n_users=20, per_user=6, n_items=15):
     import random
 
     rng = random.Random(0)
-    return [f"u{u}\ti{i}\t4\t{1000 + 10 * u + i}" for u in range(n_users)
-            for i in rng.sample(range(n_items), per_user)]
+    return [f"u{u}\ti{i}\t4\t{1000 + 10 * u + i}" for u in range(n_users) for i in rng.sample(range(n_items), per_user)]
 
 
 def _dataset(work, name, lines=None, text=None):
@@ -65,7 +64,7 @@ def _file(work, text, name="my.yaml"):
 def _short_rows():
     lines = [HEADER] + _rows()
     lines[3] = "u1\ti3"  # rating and timestamp missing
-    lines[9] = "u2"      # no item
+    lines[9] = "u2"  # no item
     return lines
 
 
@@ -132,9 +131,22 @@ CASES = [
     ("metrics_empty", "metrics", B + ["--metrics=[]"], ["metrics"], "error"),
     ("metrics_mixed_kinds", "metrics", B + ["--metrics=[Recall,RMSE]"], ["RMSE", "Ranking", "value"], "error"),
     ("topk_above_items", "metrics", B + ["--topk=[10,5000]"], ["5000", "topk", "k out of range"], "error"),
-    ("topk_above_items_cllm4rec", "metrics",
-     C + ["--topk=[10,5000]", "--llm_path=tiny-random", "--pretrain_epochs=1", "--content_warmup_epochs=0",
-          "--epochs=1", "--readout_layers=1", "--max_doc_items=16"], ["5000", "topk", "k out of range"], "error"),
+    (
+        "topk_above_items_cllm4rec",
+        "metrics",
+        C
+        + [
+            "--topk=[10,5000]",
+            "--llm_path=tiny-random",
+            "--pretrain_epochs=1",
+            "--content_warmup_epochs=0",
+            "--epochs=1",
+            "--readout_layers=1",
+            "--max_doc_items=16",
+        ],
+        ["5000", "topk", "k out of range"],
+        "error",
+    ),
     # eval_args
     ("split_unknown_kind", "eval_args", B + ["--eval_args={split: {XS: [0.8,0.2]}}"], ["split", "XS"], "error"),
     ("split_negative_ratio", "eval_args", B + ["--eval_args={split: {RS: [0.8,-0.1,0.3]}}"], ["RS", "ratio"], "error"),
@@ -146,39 +158,101 @@ CASES = [
     ("model_empty", "model", ["--model="], ["model"], "error"),
     ("model_typo", "model", ["--model=LightGNC", "--epochs=1"], ["LightGCN"], "error"),
     ("model_wrong_case", "model", ["--model=cllm4rec"], ["CLLM4Rec"], "error"),
-    ("compare_with_bad_value", "model", ["--model=Pop,ItemKNN", "--epoch=1", "--results_file=r.md"], ["epoch"], "error"),
+    (
+        "compare_with_bad_value",
+        "model",
+        ["--model=Pop,ItemKNN", "--epoch=1", "--results_file=r.md"],
+        ["epoch"],
+        "error",
+    ),
     ("model_list_with_unknown", "model", ["--model=Pop,Nope", "--results_file=r.md"], ["Nope"], "error"),
     # datasets and paths
     ("dataset_missing", "dataset", B + ["--dataset=amazon-nope"], ["amazon-nope"], "error"),
     ("dataset_path_traversal", "dataset", B + ["--dataset=../ml-100k"], ["../ml-100k"], "error"),
     ("dataset_empty_name", "dataset", B + ["--dataset="], ["dataset"], "error"),
-    ("data_path_missing", "dataset", B + ["--dataset=amazon-sample", "--data_path=/nonexistent"], ["/nonexistent"], "error"),
+    (
+        "data_path_missing",
+        "dataset",
+        B + ["--dataset=amazon-sample", "--data_path=/nonexistent"],
+        ["/nonexistent"],
+        "error",
+    ),
     ("resume_file_missing", "path", B + ["--resume_file=nope.pth"], ["nope.pth"], "error"),
     # malformed atomic files
     ("inter_empty", "atomic file", lambda w: _dataset(w, "bad", text=""), ["bad.inter", "empty"], "error"),
     ("inter_header_only", "atomic file", lambda w: _dataset(w, "bad", [HEADER]), ["bad.inter", "no rows"], "error"),
-    ("header_without_type", "atomic file",
-     lambda w: _dataset(w, "bad", ["user_id\titem_id\trating\ttimestamp"] + _rows()), ["user_id", "type"], "error"),
-    ("header_unknown_type", "atomic file",
-     lambda w: _dataset(w, "bad", [HEADER.replace("item_id:token", "item_id:tokn")] + _rows()), ["tokn"], "error"),
-    ("word_in_float_column", "atomic file",
-     lambda w: _dataset(w, "bad", _replace_line([HEADER] + _rows(), 7, "\t4\t", "\tfour\t")), ["four", "line 8"], "error"),
-    ("inter_without_item_column", "atomic file",
-     lambda w: _dataset(w, "bad", ["user_id:token\trating:float"] + [r.split("\t", 1)[0] + "\t4" for r in _rows()]),
-     ["item_id"], "error"),
-    ("rows_missing_columns", "atomic file",
-     lambda w: _dataset(w, "bad", _short_rows()), [], "warn:rows have fewer columns"),
-    ("no_user_long_enough", "split", lambda w: _dataset(w, "bad", [HEADER] + _rows(per_user=2)), ["split", "empty"], "error"),
+    (
+        "header_without_type",
+        "atomic file",
+        lambda w: _dataset(w, "bad", ["user_id\titem_id\trating\ttimestamp"] + _rows()),
+        ["user_id", "type"],
+        "error",
+    ),
+    (
+        "header_unknown_type",
+        "atomic file",
+        lambda w: _dataset(w, "bad", [HEADER.replace("item_id:token", "item_id:tokn")] + _rows()),
+        ["tokn"],
+        "error",
+    ),
+    (
+        "word_in_float_column",
+        "atomic file",
+        lambda w: _dataset(w, "bad", _replace_line([HEADER] + _rows(), 7, "\t4\t", "\tfour\t")),
+        ["four", "line 8"],
+        "error",
+    ),
+    (
+        "inter_without_item_column",
+        "atomic file",
+        lambda w: _dataset(w, "bad", ["user_id:token\trating:float"] + [r.split("\t", 1)[0] + "\t4" for r in _rows()]),
+        ["item_id"],
+        "error",
+    ),
+    (
+        "rows_missing_columns",
+        "atomic file",
+        lambda w: _dataset(w, "bad", _short_rows()),
+        [],
+        "warn:rows have fewer columns",
+    ),
+    (
+        "no_user_long_enough",
+        "split",
+        lambda w: _dataset(w, "bad", [HEADER] + _rows(per_user=2)),
+        ["split", "empty"],
+        "error",
+    ),
     # config files
     ("config_file_missing", "config file", B + ["--config_files=nope.yaml"], ["nope.yaml"], "error"),
-    ("config_file_bad_yaml", "config file", lambda w: B + [f"--config_files={_file(w, 'learning_rate: [0.1')}"],
-     ["yaml"], "error"),
-    ("config_file_a_list", "config file", lambda w: B + [f"--config_files={_file(w, '- epochs: 1')}"],
-     ["key: value", "list"], "error"),
-    ("config_file_unknown_key", "config file", lambda w: B + [f"--config_files={_file(w, 'learnign_rate: 0.01')}"],
-     ["learnign_rate"], "error"),
-    ("config_file_wrong_type", "config file", lambda w: ["--model=BPR", f"--config_files={_file(w, 'epochs: abc')}"],
-     ["epochs"], "error"),
+    (
+        "config_file_bad_yaml",
+        "config file",
+        lambda w: B + [f"--config_files={_file(w, 'learning_rate: [0.1')}"],
+        ["yaml"],
+        "error",
+    ),
+    (
+        "config_file_a_list",
+        "config file",
+        lambda w: B + [f"--config_files={_file(w, '- epochs: 1')}"],
+        ["key: value", "list"],
+        "error",
+    ),
+    (
+        "config_file_unknown_key",
+        "config file",
+        lambda w: B + [f"--config_files={_file(w, 'learnign_rate: 0.01')}"],
+        ["learnign_rate"],
+        "error",
+    ),
+    (
+        "config_file_wrong_type",
+        "config file",
+        lambda w: ["--model=BPR", f"--config_files={_file(w, 'epochs: abc')}"],
+        ["epochs"],
+        "error",
+    ),
     # command-line syntax
     ("override_without_equals", "syntax", B + ["--learning_rate", "0.01"], ["learning_rate"], "error"),
 ]
@@ -227,8 +301,13 @@ def run_case(case, code_root, timeout):
     try:
         args = args(work) if callable(args) else list(args)
         quiet = [] if any(a.startswith("--show_progress=") for a in args) else ["--show_progress=False"]
-        cmd = [sys.executable, os.path.join(code_root, "run_recbole.py"), *args, *quiet,
-               f"--checkpoint_dir={os.path.join(work, 'saved')}"]
+        cmd = [
+            sys.executable,
+            os.path.join(code_root, "run_recbole.py"),
+            *args,
+            *quiet,
+            f"--checkpoint_dir={os.path.join(work, 'saved')}",
+        ]
         start = time.time()
         try:
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
@@ -240,8 +319,15 @@ def run_case(case, code_root, timeout):
         outcome, detail = classify(rc, out, err, words, expect, timed_out, work)
         shown = " ".join(a if len(a) < 70 else a[:67] + "..." for a in args)
         shown = shown.replace(work + os.sep, "<tmp>/").replace(work, "<tmp>")
-        return {"id": name, "kind": kind, "args": shown, "outcome": outcome,
-                "detail": detail.replace(work, "<tmp>"), "rc": rc, "seconds": round(time.time() - start, 1)}
+        return {
+            "id": name,
+            "kind": kind,
+            "args": shown,
+            "outcome": outcome,
+            "detail": detail.replace(work, "<tmp>"),
+            "rc": rc,
+            "seconds": round(time.time() - start, 1),
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -255,7 +341,8 @@ def run_faults():
     except ImportError as err:
         return [("(fault scenarios)", f"not run: {err}")]
     scenarios = getattr(reliability_faults, "SCENARIOS", None) or [
-        getattr(reliability_faults, n) for n in dir(reliability_faults) if n.startswith("scenario_")]
+        getattr(reliability_faults, n) for n in dir(reliability_faults) if n.startswith("scenario_")
+    ]
     rows = []
     for scenario in scenarios:
         work = tempfile.mkdtemp(prefix="rel-fault-")
@@ -283,32 +370,54 @@ def write_report(path, rows, faults, command, code_root, seconds, reused=()):
 
     counts = {o: sum(r["outcome"] == o for r in rows) for o in OUTCOMES}
     lines = [
-        "# Reliability: bad inputs and faults (issue 11)", "",
+        "# Reliability: bad inputs and faults (issue 11)",
+        "",
         f"Every bad input runs `python run_recbole.py ...` in a scratch folder (code: `{code_root}`), "
         "with `--show_progress=False` and a per-case `--checkpoint_dir`; fast models (BPR with "
         "`--epochs=1`, Pop) wherever a run could train. Outcomes: **clean error** = exit 2, one "
         "`error: ...` line, no traceback, nothing trained; **ok** = a case that must run did, with "
         "the warning it owes; **message in traceback** / **unhelpful traceback** = a traceback whose "
         "last line does / does not name the problem; **silent wrong result** = it ran (or ran on to the "
-        "timeout) as if nothing were wrong, or code in a config value ran.", "",
-        "Reproduce (every case and scenario; ~12 min on 2 CPU cores):", "", "    python benchmarks/reliability.py", "",
-        *(["This file was written by:", "", f"    {command}", ""] if command.strip() != "python benchmarks/reliability.py" else []),
+        "timeout) as if nothing were wrong, or code in a config value ran.",
+        "",
+        "Reproduce (every case and scenario; ~12 min on 2 CPU cores):",
+        "",
+        "    python benchmarks/reliability.py",
+        "",
+        *(
+            ["This file was written by:", "", f"    {command}", ""]
+            if command.strip() != "python benchmarks/reliability.py"
+            else []
+        ),
         "On the code before these fixes (the last commit, unpacked with `git archive`), each of the 13 "
         "CLI cases of `tests/test_reliability_inputs.py` (a sample of the rows below) failed: a "
-        "traceback, often after training, an unknown key ignored, or no warning.", "",
+        "traceback, often after training, an unknown key ignored, or no warning.",
+        "",
         f"Machine: {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}, torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}; {len(rows) - len(reused)} inputs in {seconds / 60:.1f} min."
-        + (f" The other {len(reused)} rows (and the fault rows) are the earlier full run's "
-           f"(`python benchmarks/reliability.py`), taken over with `--reuse`; the fixes made after that run touch only the cases rerun here." if reused else ""), "",
-        "## Summary", "",
-        "| outcome | inputs |", "|---|---|",
-        *[f"| {o} | {counts[o]} |" for o in OUTCOMES], "",
-        "## Bad inputs", "",
-        "| # | case | kind | arguments | outcome | what the user saw | s |", "|---|---|---|---|---|---|---|",
+        + (
+            f" The other {len(reused)} rows (and the fault rows) are the earlier full run's "
+            f"(`python benchmarks/reliability.py`), taken over with `--reuse`; the fixes made after that run touch only the cases rerun here."
+            if reused
+            else ""
+        ),
+        "",
+        "## Summary",
+        "",
+        "| outcome | inputs |",
+        "|---|---|",
+        *[f"| {o} | {counts[o]} |" for o in OUTCOMES],
+        "",
+        "## Bad inputs",
+        "",
+        "| # | case | kind | arguments | outcome | what the user saw | s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rows, 1):
-        lines.append(f"| {i} | {r['id']} | {r['kind']} | `{_cell(r['args'])}` | {r['outcome']} | "
-                     f"{_cell(r['detail'])} | {r['seconds']} |")
+        lines.append(
+            f"| {i} | {r['id']} | {r['kind']} | `{_cell(r['args'])}` | {r['outcome']} | "
+            f"{_cell(r['detail'])} | {r['seconds']} |"
+        )
     lines += ["", "## Kills and concurrency (benchmarks/reliability_faults.py)", ""]
     if faults:
         lines += ["| scenario | outcome |", "|---|---|", *[f"| {n} | {_cell(o)} |" for n, o in faults]]
@@ -329,9 +438,12 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (each is one CLI process)")
     parser.add_argument("--no-faults", action="store_true", help="skip the kill/concurrency scenarios")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
-    parser.add_argument("--reuse", default=None,
-                        help="an earlier run's --json: its rows stand for the cases not run now "
-                             "(and its fault rows with --no-faults); the report says which")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="an earlier run's --json: its rows stand for the cases not run now "
+        "(and its fault rows with --no-faults); the report says which",
+    )
     args = parser.parse_args(argv)
 
     only = [o for o in (args.only or "").split(",") if o]
@@ -352,14 +464,25 @@ def main(argv=None):
         old = {r["id"]: r for r in earlier["inputs"]}
         reused = [c[0] for c in CASES if c[0] not in fresh and c[0] in old]
         rows = [fresh.get(c[0]) or old[c[0]] for c in CASES if c[0] in fresh or c[0] in old]
-    faults = [tuple(f) for f in earlier["faults"]] if args.reuse and args.no_faults else \
-        ([] if args.no_faults else run_faults())
+    faults = (
+        [tuple(f) for f in earlier["faults"]]
+        if args.reuse and args.no_faults
+        else ([] if args.no_faults else run_faults())
+    )
     for name, outcome in faults:
         print(f"{name:32s} {outcome}", flush=True)
     command = "python benchmarks/reliability.py" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    write_report(args.out, rows, faults, command, os.path.relpath(os.path.abspath(args.code), ROOT) or ".",
-                 time.time() - start, reused)
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
+    write_report(
+        args.out,
+        rows,
+        faults,
+        command,
+        os.path.relpath(os.path.abspath(args.code), ROOT) or ".",
+        time.time() - start,
+        reused,
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"inputs": rows, "faults": faults}, f, indent=1)

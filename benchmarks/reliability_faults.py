@@ -27,13 +27,30 @@ DATA = os.path.join(ROOT, "dataset")
 BPR = {"epochs": 4, "stopping_step": 100, "show_progress": False, "state": "INFO", "data_path": DATA}
 # CLLM4Rec with a random 2-layer backbone (tests/conftest.py's tiny configuration)
 TINY_CLLM4REC = {
-    "llm_path": "tiny-random", "show_progress": False, "state": "INFO", "autocast": "fp32",
-    "content_warmup_epochs": 1, "pretrain_epochs": 1, "epochs": 1, "pretrain_batch_size": 64,
-    "finetune_batch_size": 64, "max_doc_items": 32, "max_text_tokens": 16, "readout_layers": 1,
-    "use_content": True, "data_path": DATA,
+    "llm_path": "tiny-random",
+    "show_progress": False,
+    "state": "INFO",
+    "autocast": "fp32",
+    "content_warmup_epochs": 1,
+    "pretrain_epochs": 1,
+    "epochs": 1,
+    "pretrain_batch_size": 64,
+    "finetune_batch_size": 64,
+    "max_doc_items": 32,
+    "max_text_tokens": 16,
+    "readout_layers": 1,
+    "use_content": True,
+    "data_path": DATA,
 }
-ALPHAREC = {"epochs": 4, "eval_step": 1, "stopping_step": 100, "mlp_hidden_size": 64, "show_progress": False,
-            "state": "INFO", "data_path": DATA}
+ALPHAREC = {
+    "epochs": 4,
+    "eval_step": 1,
+    "stopping_step": 100,
+    "mlp_hidden_size": 64,
+    "show_progress": False,
+    "state": "INFO",
+    "data_path": DATA,
+}
 RESULT = "RESULT-JSON:"
 
 _HOOKS = {
@@ -78,24 +95,33 @@ CLLM4RecTrainer.collaborative_epoch = _collaborative_epoch
 def child_code(workdir, model, dataset, config_dict, hook=None, n=1, frozen_time=None):
     """The ``python -c`` program of one run; ``frozen_time`` pins RecBole's clock (every run
     then starts 'in the same second')."""
-    lines = ["import os, sys, json, signal", f"os.chdir({workdir!r})", f"sys.path.insert(0, {ROOT!r})",
-             "import recbole_cllm4rec"]
+    lines = [
+        "import os, sys, json, signal",
+        f"os.chdir({workdir!r})",
+        f"sys.path.insert(0, {ROOT!r})",
+        "import recbole_cllm4rec",
+    ]
     if frozen_time:
-        lines += ["import recbole.utils.utils as _u, recbole.utils.logger as _l, recbole.trainer.trainer as _t",
-                  f"_u.get_local_time = _l.get_local_time = _t.get_local_time = lambda: {frozen_time!r}"]
+        lines += [
+            "import recbole.utils.utils as _u, recbole.utils.logger as _l, recbole.trainer.trainer as _t",
+            f"_u.get_local_time = _l.get_local_time = _t.get_local_time = lambda: {frozen_time!r}",
+        ]
     if hook:
         lines.append(_HOOKS[hook].replace("{n}", str(n)))
-    lines += [f"r = recbole_cllm4rec.run({model!r}, {dataset!r}, config_dict={config_dict!r})",
-              "r = {k: v for k, v in r.items() if k in ('model_file', 'test_result', 'best_valid_result', 'stages', 'best_valid_score')}",
-              f"print({RESULT!r} + json.dumps(r, default=float), flush=True)"]
+    lines += [
+        f"r = recbole_cllm4rec.run({model!r}, {dataset!r}, config_dict={config_dict!r})",
+        "r = {k: v for k, v in r.items() if k in ('model_file', 'test_result', 'best_valid_result', 'stages', 'best_valid_score')}",
+        f"print({RESULT!r} + json.dumps(r, default=float), flush=True)",
+    ]
     return "\n".join(lines)
 
 
 def start(workdir, model, dataset, config_dict, hook=None, n=1, frozen_time=None):
     code = child_code(workdir, model, dataset, config_dict, hook, n, frozen_time)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def finish(proc, timeout=600):
@@ -103,7 +129,7 @@ def finish(proc, timeout=600):
     result = None
     for line in out.splitlines():
         if line.startswith(RESULT):
-            result = json.loads(line[len(RESULT):])
+            result = json.loads(line[len(RESULT) :])
     return proc.returncode, result, err
 
 
@@ -331,7 +357,7 @@ SCENARIOS = [
     scenario_crafted_pickle,
     scenario_nan_checkpoint,
 ]
-BY_NAME = {f.__name__[len("scenario_"):]: f for f in SCENARIOS}
+BY_NAME = {f.__name__[len("scenario_") :]: f for f in SCENARIOS}
 
 
 def run_scenarios(names=None):

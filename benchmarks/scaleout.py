@@ -23,8 +23,13 @@ import time
 
 from recbole_cllm4rec.quick_start import parse_overrides
 
-SHORT_SCHEDULE = {"use_content": False, "content_warmup_epochs": 0, "pretrain_epochs": 1, "epochs": 1,
-                  "show_progress": False}
+SHORT_SCHEDULE = {
+    "use_content": False,
+    "content_warmup_epochs": 0,
+    "pretrain_epochs": 1,
+    "epochs": 1,
+    "show_progress": False,
+}
 
 
 def stage_batches(trainer, stage, n):
@@ -37,14 +42,23 @@ def stage_batches(trainer, stage, n):
     out = []
     if stage == "collaborative":
         docs = corpus.collaborative_corpus(model.rng)
-        for batch in trainer.lm_batches(docs)[:n + 1]:
+        for batch in trainer.lm_batches(docs)[: n + 1]:
             examples = [docs[i] for i in batch]
             ids, mask, *_ = model._lm_batch(examples)
-            out.append((examples, model.collaborative_loss, trainer.collab_optimizer,
-                        model.parameters_of("collab"), model.lm_target_count, ids, mask))
+            out.append(
+                (
+                    examples,
+                    model.collaborative_loss,
+                    trainer.collab_optimizer,
+                    model.parameters_of("collab"),
+                    model.lm_target_count,
+                    ids,
+                    mask,
+                )
+            )
     else:
         users = corpus.users_with_history()
-        for batch in trainer.recommendation_batches(users)[:n + 1]:
+        for batch in trainer.recommendation_batches(users)[: n + 1]:
             examples = model.recommendation_examples(users[batch])
             ids, mask = pad_batch([corpus.rec_prompt(u, v) for u, v, _ in examples], corpus.pad_id)
             out.append((examples, model.rec_loss, trainer.optimizer, model.parameters_of("rec"), len, ids, mask))
@@ -117,31 +131,51 @@ def main():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows, config = efficiency("CLLM4Rec", args.dataset, {"show_progress": False, **user}, args.batches)
-    lines = [f"# CLLM4Rec throughput on {args.dataset} ({device})", "",
-             f"Backbone {config['llm_path']}, autocast {config['autocast']}, attention "
-             f"{config['attn_implementation']}; {os.cpu_count()} CPU cores, torch {torch.__version__}"
-             + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "") + ".", "",
-             "Command:", "", "    python benchmarks/scaleout.py " + " ".join(sys.argv[1:]), "",
-             "## Pipeline efficiency (one process)", "",
-             "| stage | batches | tokens | pipeline tokens/s | bare backbone fwd+bwd tokens/s | efficiency |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# CLLM4Rec throughput on {args.dataset} ({device})",
+        "",
+        f"Backbone {config['llm_path']}, autocast {config['autocast']}, attention "
+        f"{config['attn_implementation']}; {os.cpu_count()} CPU cores, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")
+        + ".",
+        "",
+        "Command:",
+        "",
+        "    python benchmarks/scaleout.py " + " ".join(sys.argv[1:]),
+        "",
+        "## Pipeline efficiency (one process)",
+        "",
+        "| stage | batches | tokens | pipeline tokens/s | bare backbone fwd+bwd tokens/s | efficiency |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [f"| {s} | {b} | {t} | {p:.0f} | {bare:.0f} | {p / bare:.2f} |" for s, b, t, p, bare in rows]
-    print("\n".join(lines[-len(rows) - 2:]), flush=True)
+    print("\n".join(lines[-len(rows) - 2 :]), flush=True)
 
     nprocs = [int(n) for n in args.nproc.split(",") if n.strip()]
     if nprocs:
-        lines += ["", "## Whole runs", "",
-                  f"Schedule: {command_line(['CLLM4Rec'], args.dataset, None, overrides)} --nproc=N", "",
-                  "| nproc | wall s | train s | test ndcg@10 | " + " | ".join(
-                      f"{s} tokens/s" for s in ("collaborative", "recommend")) + " |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Whole runs",
+            "",
+            f"Schedule: {command_line(['CLLM4Rec'], args.dataset, None, overrides)} --nproc=N",
+            "",
+            "| nproc | wall s | train s | test ndcg@10 | "
+            + " | ".join(f"{s} tokens/s" for s in ("collaborative", "recommend"))
+            + " |",
+            "|---|---|---|---|---|---|",
+        ]
         for n in nprocs:
             port = str(29500 + n)
             result = recbole_cllm4rec.run("CLLM4Rec", args.dataset, config_dict=overrides, nproc=n, port=port)
             stages = result["stages"]
-            speeds = [f"{stages[s]['tokens'] / stages[s]['seconds']:.0f}" if s in stages else "-"
-                      for s in ("collaborative", "recommend")]
-            lines.append(f"| {n} | {result['total_time_s']:.0f} | {result['train_time_s']:.0f} | "
-                         f"{result['test_result']['ndcg@10']:.4f} | " + " | ".join(speeds) + " |")
+            speeds = [
+                f"{stages[s]['tokens'] / stages[s]['seconds']:.0f}" if s in stages else "-"
+                for s in ("collaborative", "recommend")
+            ]
+            lines.append(
+                f"| {n} | {result['total_time_s']:.0f} | {result['train_time_s']:.0f} | "
+                f"{result['test_result']['ndcg@10']:.4f} | " + " | ".join(speeds) + " |"
+            )
             print(lines[-1], flush=True)
     path = args.results_file or f"results/scaleout-{args.dataset}-{device}.md"
     with open(path, "w", encoding="utf-8") as f:

@@ -35,9 +35,27 @@ from recbole_cllm4rec.quick_start import (  # noqa: E402
 from recbole_cllm4rec.validation import InputError  # noqa: E402
 
 # Mistakes in a user's input: the CLI prints their message (which says the fix), no traceback.
-USER_ERRORS = (ModelNotFoundError, DatasetNotFoundError, ConfigFileError, BackboneError,
-               TextFieldError, CorpusError, InputError, CheckpointError, UnguardedMainError)
+USER_ERRORS = (
+    ModelNotFoundError,
+    DatasetNotFoundError,
+    ConfigFileError,
+    BackboneError,
+    TextFieldError,
+    CorpusError,
+    InputError,
+    CheckpointError,
+    UnguardedMainError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["run", "compare", "get_model", "get_trainer", "ModelNotFoundError",
-           "DatasetNotFoundError", "ConfigFileError", "BackboneError", "USER_ERRORS"]
+__all__ = [
+    "run",
+    "compare",
+    "get_model",
+    "get_trainer",
+    "ModelNotFoundError",
+    "DatasetNotFoundError",
+    "ConfigFileError",
+    "BackboneError",
+    "USER_ERRORS",
+]

@@ -25,12 +25,14 @@ def length_batches(lengths, batch_size, rng=None, max_tokens=None):
     window = batch_size * 50
     batches = []
     for start in range(0, len(order), window):
-        chunk = order[start: start + window]
+        chunk = order[start : start + window]
         chunk = chunk[np.argsort(-np.asarray(lengths)[chunk], kind="stable")]
         batch, longest = [], 0
         for index in chunk:
             longest_if_added = max(longest, lengths[index])
-            if batch and (len(batch) >= batch_size or (max_tokens and longest_if_added * (len(batch) + 1) > max_tokens)):
+            if batch and (
+                len(batch) >= batch_size or (max_tokens and longest_if_added * (len(batch) + 1) > max_tokens)
+            ):
                 batches.append(batch)
                 batch, longest_if_added = [], lengths[index]
             batch.append(index)

@@ -127,10 +127,12 @@ def _allowed_globals():
 
         allowed = dict(_get_allowed_globals())
     except ImportError:  # pragma: no cover
-        allowed = {"collections.OrderedDict": __import__("collections").OrderedDict,
-                   "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-                   "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
-                   "torch.device": torch.device}
+        allowed = {
+            "collections.OrderedDict": __import__("collections").OrderedDict,
+            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+            "torch.device": torch.device,
+        }
     for value in vars(enum_type).values():
         if isinstance(value, type) and value.__module__ == enum_type.__name__:
             allowed[f"{enum_type.__name__}.{value.__name__}"] = value
@@ -274,10 +276,23 @@ def non_finite_tensors(checkpoint):
 
 
 # ---- what a checkpoint belongs to -------------------------------------------------------------
-SPLIT_KEYS = ("eval_args", "seed", "benchmark_filename", "load_col", "unload_col", "rm_dup_inter",
-              "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval",
-              "item_inter_num_interval", "USER_ID_FIELD", "ITEM_ID_FIELD",
-              "cold_item_ratio", "cold_user_ratio", "cold_user_max_history")
+SPLIT_KEYS = (
+    "eval_args",
+    "seed",
+    "benchmark_filename",
+    "load_col",
+    "unload_col",
+    "rm_dup_inter",
+    "val_interval",
+    "filter_inter_by_user_or_item",
+    "user_inter_num_interval",
+    "item_inter_num_interval",
+    "USER_ID_FIELD",
+    "ITEM_ID_FIELD",
+    "cold_item_ratio",
+    "cold_user_ratio",
+    "cold_user_max_history",
+)
 
 
 def split_fingerprint(config):
@@ -288,8 +303,10 @@ def split_fingerprint(config):
 
 def identity(config, model):
     return {
-        "model": config["model"], "dataset": config["dataset"],
-        "n_users": getattr(model, "n_users", None), "n_items": getattr(model, "n_items", None),
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "n_users": getattr(model, "n_users", None),
+        "n_items": getattr(model, "n_items", None),
         "split": split_fingerprint(config),
     }
 
@@ -306,8 +323,11 @@ def checkpoint_identity(checkpoint):
 
 def check_identity(checkpoint, expected, path, action="resume from"):
     saved = checkpoint_identity(checkpoint)
-    wrong = [f"{k} {saved[k]!r} (this run: {expected[k]!r})" for k in ("model", "dataset", "n_users", "n_items", "split")
-             if saved.get(k) is not None and expected.get(k) is not None and saved[k] != expected[k]]
+    wrong = [
+        f"{k} {saved[k]!r} (this run: {expected[k]!r})"
+        for k in ("model", "dataset", "n_users", "n_items", "split")
+        if saved.get(k) is not None and expected.get(k) is not None and saved[k] != expected[k]
+    ]
     if wrong:
         what = "split settings" if wrong[0].startswith("split") else "run"
         raise CheckpointError(
@@ -339,8 +359,10 @@ def init_run_logger(config):
             created.append(self)
 
     stamp = run_stamp()
-    with mock.patch.object(recbole_logger, "get_local_time", lambda: stamp), \
-            mock.patch.object(recbole_logger.logging, "FileHandler", RunFileHandler):
+    with (
+        mock.patch.object(recbole_logger, "get_local_time", lambda: stamp),
+        mock.patch.object(recbole_logger.logging, "FileHandler", RunFileHandler),
+    ):
         recbole_logger.init_logger(config)
     for handler in created:
         if handler not in root.handlers:  # basicConfig does nothing once the root has handlers
@@ -433,8 +455,9 @@ class CheckpointMixin:
         try:
             self.model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
-            raise CheckpointError(f"cannot resume from '{resume_file}': its tables do not fit this model: "
-                                  f"{str(err).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"cannot resume from '{resume_file}': its tables do not fit this model: {str(err).splitlines()[0]}"
+            ) from None
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if isinstance(checkpoint.get("torch_rng"), torch.Tensor) and self.config["single_spec"]:
@@ -454,17 +477,24 @@ class CheckpointMixin:
                 best = None
                 self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
                 self.best_valid_result = None
-                self.logger.warning(f"the best checkpoint {best_path} of the resumed run is gone: "
-                                    f"the best model is chosen again from here")
+                self.logger.warning(
+                    f"the best checkpoint {best_path} of the resumed run is gone: "
+                    f"the best model is chosen again from here"
+                )
         if best is not None and self._is_writer():
-            atomic_save({**best, "identity": identity(self.config, self.model), "config": self.config},
-                        self.saved_model_file)
+            atomic_save(
+                {**best, "identity": identity(self.config, self.model), "config": self.config}, self.saved_model_file
+            )
         sibling = last_state_file(resume_file)
         if checkpoint.get("kind") != "last" and os.path.isfile(sibling):
-            self.logger.warning(f"resuming from the best checkpoint (epoch {checkpoint['epoch']}); "
-                                f"{sibling} holds a later state: resume_file={sibling} goes on from there")
-        self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}; "
-                         f"this run writes {self.saved_model_file}")
+            self.logger.warning(
+                f"resuming from the best checkpoint (epoch {checkpoint['epoch']}); "
+                f"{sibling} holds a later state: resume_file={sibling} goes on from there"
+            )
+        self.logger.info(
+            f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}; "
+            f"this run writes {self.saved_model_file}"
+        )
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole 1.2.1's ``Trainer.fit`` with a last-state checkpoint after every epoch, and a
@@ -485,12 +515,14 @@ class CheckpointMixin:
             self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
             training_end_time = time()
             train_loss_output = self._generate_train_loss_output(
-                epoch_idx, training_start_time, training_end_time, train_loss)
+                epoch_idx, training_start_time, training_end_time, train_loss
+            )
             if verbose:
                 self.logger.info(train_loss_output)
             self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
             self.wandblogger.log_metrics(
-                {"epoch": epoch_idx, "train_loss": train_loss, "train_step": epoch_idx}, head="train")
+                {"epoch": epoch_idx, "train_loss": train_loss, "train_step": epoch_idx}, head="train"
+            )
 
             if self.eval_step <= 0 or not valid_data:
                 if saved:
@@ -506,12 +538,20 @@ class CheckpointMixin:
             valid_start_time = time()
             valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
             self.best_valid_score, self.cur_step, stop_flag, update_flag = early_stopping(
-                valid_score, self.best_valid_score, self.cur_step,
-                max_step=self.stopping_step, bigger=self.valid_metric_bigger)
+                valid_score,
+                self.best_valid_score,
+                self.cur_step,
+                max_step=self.stopping_step,
+                bigger=self.valid_metric_bigger,
+            )
             valid_end_time = time()
             valid_score_output = (
-                set_color("epoch %d evaluating", "green") + " [" + set_color("time", "blue")
-                + ": %.2fs, " + set_color("valid_score", "blue") + ": %f]"
+                set_color("epoch %d evaluating", "green")
+                + " ["
+                + set_color("time", "blue")
+                + ": %.2fs, "
+                + set_color("valid_score", "blue")
+                + ": %f]"
             ) % (epoch_idx, valid_end_time - valid_start_time, valid_score)
             valid_result_output = set_color("valid result", "blue") + ": \n" + dict2str(valid_result)
             if verbose:
@@ -531,7 +571,9 @@ class CheckpointMixin:
                 callback_fn(epoch_idx, valid_score)
 
             if stop_flag:
-                stop_output = f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}"
+                stop_output = (
+                    f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}"
+                )
                 if verbose:
                     self.logger.info(stop_output)
                 break
@@ -570,8 +612,11 @@ def reliable(trainer_class):
     keep it (they get the safe names, writes and loads, not the per-epoch last state)."""
     from recbole.trainer import Trainer
 
-    if not isinstance(trainer_class, type) or not issubclass(trainer_class, Trainer) \
-            or issubclass(trainer_class, CheckpointMixin):
+    if (
+        not isinstance(trainer_class, type)
+        or not issubclass(trainer_class, Trainer)
+        or issubclass(trainer_class, CheckpointMixin)
+    ):
         return trainer_class
     if trainer_class not in _wrapped:
         namespace = {"__module__": trainer_class.__module__, "__doc__": trainer_class.__doc__}

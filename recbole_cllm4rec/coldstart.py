@@ -37,7 +37,8 @@ def protocol_of(config):
     if item and user:
         raise ColdStartConfigError(
             f"cold_item_ratio={item} and cold_user_ratio={user} are both set: a run measures one "
-            f"cold-start protocol, set the other to 0")
+            f"cold-start protocol, set the other to 0"
+        )
     if not (item or user):
         return None
     split = config["eval_args"]["split"] or {}
@@ -47,14 +48,18 @@ def protocol_of(config):
         raise ColdStartConfigError(
             f"{config['model']} cannot run the cold-start protocols: they are built for general "
             f"(user-item) recommenders, and {config['model']} is a {config['MODEL_TYPE'].name.lower()} "
-            f"model; drop cold_item_ratio/cold_user_ratio or pick a general model")
+            f"model; drop cold_item_ratio/cold_user_ratio or pick a general model"
+        )
     if "RS" not in split or config["eval_args"]["group_by"] != "user" or config["benchmark_filename"]:
         raise ColdStartConfigError(
             "the cold-start protocols split per user by ratio: use eval_args split {RS: [...]} with "
-            "group_by: user and no benchmark_filename")
+            "group_by: user and no benchmark_filename"
+        )
     if user and config["cold_user_max_history"] is None:
-        raise ColdStartConfigError("cold_user_ratio is set but cold_user_max_history is not: set how many training "
-                                   "interactions a cold user keeps at most, e.g. cold_user_max_history: 5")
+        raise ColdStartConfigError(
+            "cold_user_ratio is set but cold_user_max_history is not: set how many training "
+            "interactions a cold user keeps at most, e.g. cold_user_max_history: 5"
+        )
     return "item" if item else "user"
 
 
@@ -62,11 +67,15 @@ def describe(config):
     """The protocol line's cold-start part ('' for the ordinary split)."""
     kind = protocol_of(config)
     if kind == "item":
-        return (f"; cold items: {config['cold_item_ratio']:.0%} of the items (seed {config['seed']}) have no "
-                f"train/valid interaction, test = their interactions, ranked among the cold items")
+        return (
+            f"; cold items: {config['cold_item_ratio']:.0%} of the items (seed {config['seed']}) have no "
+            f"train/valid interaction, test = their interactions, ranked among the cold items"
+        )
     if kind == "user":
-        return (f"; cold users: {config['cold_user_ratio']:.0%} of the users (seed {config['seed']}) keep 0-"
-                f"{config['cold_user_max_history']} training interactions, the rest in test; whole catalogue")
+        return (
+            f"; cold users: {config['cold_user_ratio']:.0%} of the users (seed {config['seed']}) keep 0-"
+            f"{config['cold_user_max_history']} training interactions, the rest in test; whole catalogue"
+        )
     return ""
 
 
@@ -99,8 +108,10 @@ def draw_cold(dataset, kind, ratio, seed):
     ids = np.unique(dataset.inter_feat[field].numpy())
     n = int(round(ratio * len(ids)))
     if not 0 < n < len(ids):
-        raise ColdStartConfigError(f"cold_{kind}_ratio={ratio} selects {n} of {len(ids)} {kind}s: pick a ratio "
-                                   f"that leaves some {kind}s cold and some warm")
+        raise ColdStartConfigError(
+            f"cold_{kind}_ratio={ratio} selects {n} of {len(ids)} {kind}s: pick a ratio "
+            f"that leaves some {kind}s cold and some warm"
+        )
     return np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
 
 
@@ -222,8 +233,9 @@ def extra_results(config, trainer, train_data, test_data, show_progress=False):
         if not users:
             table[f"{label} ({users} users)"] = float("nan")
             continue
-        part = FullSortEvalDataLoader(config, dataset.copy(dataset.inter_feat[np.flatnonzero(inside)]),
-                                      test_data._sampler, shuffle=False)
+        part = FullSortEvalDataLoader(
+            config, dataset.copy(dataset.inter_feat[np.flatnonzero(inside)]), test_data._sampler, shuffle=False
+        )
         result = trainer.evaluate(part, load_best_model=False, show_progress=show_progress)
         table[f"{label} ({users} users)"] = result[BUCKET_METRIC]
     return {f"test {BUCKET_METRIC.replace('ndcg', 'NDCG')} by training-history length": table}
@@ -238,11 +250,17 @@ def extra_tables(results):
     for title in titles:
         rows = [r for r in results if title in r.get("extra_results", {})]
         columns = list(rows[0]["extra_results"][title])
-        lines += [f"{title[0].upper()}{title[1:]}:", "", "| model | " + " | ".join(columns) + " |",
-                  "|" + "---|" * (len(columns) + 1)]
+        lines += [
+            f"{title[0].upper()}{title[1:]}:",
+            "",
+            "| model | " + " | ".join(columns) + " |",
+            "|" + "---|" * (len(columns) + 1),
+        ]
         for r in rows:
             values = r["extra_results"][title]
-            lines.append(f"| {r['model']} | " + " | ".join(f"{values.get(c, float('nan')):.4f}" for c in columns) + " |")
+            lines.append(
+                f"| {r['model']} | " + " | ".join(f"{values.get(c, float('nan')):.4f}" for c in columns) + " |"
+            )
         lines.append("")
     return lines
 

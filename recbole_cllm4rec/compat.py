@@ -21,8 +21,16 @@ def _numpy_aliases():
     (RecBole issues #1604, #2215; unreleased fix #2203)."""
     from recbole.config import configurator
 
-    aliases = {"bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
-               "object": np.object_, "str": np.str_, "long": np.int_, "unicode": np.str_}
+    aliases = {
+        "bool": np.bool_,
+        "int": np.int_,
+        "float": np.float64,
+        "complex": np.complex128,
+        "object": np.object_,
+        "str": np.str_,
+        "long": np.int_,
+        "unicode": np.str_,
+    }
 
     def compatibility_settings(self):
         for name, value in aliases.items():
@@ -83,6 +91,7 @@ def _ray_optional():
     Install ray yourself to use Ray Tune; the real package is then used."""
     try:
         import ray.tune  # noqa: F401
+
         return
     except Exception:  # ImportError, or ray's own import-time failures on today's stack
         pass

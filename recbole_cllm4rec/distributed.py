@@ -36,7 +36,7 @@ def world_size():
 
 def shard(items):
     """This rank's share of a global batch: every ``world_size``-th element from ``rank``."""
-    return items[rank()::world_size()]
+    return items[rank() :: world_size()]
 
 
 def all_reduce_sum(values):
@@ -62,7 +62,7 @@ def sum_gradients(params):
     dist.all_reduce(flat)
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
@@ -185,9 +185,14 @@ def _patch_dataloader():
         # Evaluation: rebuild the index sampler as disjoint, unpadded shards.
         self._DataLoader__initialized = False  # DataLoader refuses a new sampler once built
         torch.utils.data.DataLoader.__init__(
-            self, dataset=list(range(self.sample_size)), batch_size=self.step,
-            collate_fn=self.collate_fn, num_workers=config["worker"], shuffle=False,
-            sampler=ExactShardSampler(self.sample_size, rank(), world_size()), generator=self.generator,
+            self,
+            dataset=list(range(self.sample_size)),
+            batch_size=self.step,
+            collate_fn=self.collate_fn,
+            num_workers=config["worker"],
+            shuffle=False,
+            sampler=ExactShardSampler(self.sample_size, rank(), world_size()),
+            generator=self.generator,
         )
 
     module.AbstractDataLoader.__init__ = init

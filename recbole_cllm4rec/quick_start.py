@@ -77,8 +77,9 @@ def build_config(model, dataset="ml-100k", config_file_list=None, config_dict=No
     validation.check_user_settings(model, dataset, config_file_list, config_dict)
     try:
         with _no_command_line():
-            config = Config(model=model_class, dataset=dataset, config_file_list=files,
-                            config_dict=dict(config_dict or {}))
+            config = Config(
+                model=model_class, dataset=dataset, config_file_list=files, config_dict=dict(config_dict or {})
+            )
     except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError, AssertionError) as err:
         if isinstance(err, validation.InputError):
             raise
@@ -93,8 +94,18 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved=True, nproc=1,
-        world_size=-1, ip="localhost", port="5678", group_offset=0):
+def run(
+    model,
+    dataset="ml-100k",
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+):
     """Train ``model`` on ``dataset``, select on validation, test; returns RecBole's result dict
     plus ``train_time_s``, ``total_time_s``, ``peak_rss_mb`` and ``model_file``.
 
@@ -103,8 +114,18 @@ def run(model, dataset="ml-100k", config_file_list=None, config_dict=None, saved
     ``ip:port``; gloo on CPU, NCCL on GPU. Rank 0's result is returned."""
     _refuse_unguarded_main("run", spawns=is_multi_process(nproc, world_size))
     if is_multi_process(nproc, world_size):
-        return _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc,
-                                world_size if world_size > 0 else nproc, ip, port, group_offset)
+        return _run_distributed(
+            model,
+            dataset,
+            config_file_list,
+            config_dict,
+            saved,
+            nproc,
+            world_size if world_size > 0 else nproc,
+            ip,
+            port,
+            group_offset,
+        )
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
@@ -187,8 +208,7 @@ def _run_rank(local_rank, args, queue):
     os._exit(0)
 
 
-def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc, world_size, ip, port,
-                     group_offset):
+def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc, world_size, ip, port, group_offset):
     import torch.multiprocessing as mp
 
     # Fail on a bad model name or config here, not in every rank, and make the folders the
@@ -212,10 +232,12 @@ def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc
 def protocol(config):
     """One line saying how the numbers were produced."""
     args = config["eval_args"]
-    return (f"dataset {config['dataset']}, split {args['split']}, order {args['order']}, "
-            f"group_by {args['group_by']}, mode {args['mode']}, seed {config['seed']}, "
-            f"valid metric {config['valid_metric']}, "
-            f"RecBole full ranking (train+valid items excluded at test){coldstart.describe(config)}")
+    return (
+        f"dataset {config['dataset']}, split {args['split']}, order {args['order']}, "
+        f"group_by {args['group_by']}, mode {args['mode']}, seed {config['seed']}, "
+        f"valid metric {config['valid_metric']}, "
+        f"RecBole full ranking (train+valid items excluded at test){coldstart.describe(config)}"
+    )
 
 
 def _run_in_child(args):
@@ -282,8 +304,10 @@ def _refuse_unguarded_main(what, spawns=True):
     """Spawned workers re-import the main script; top-level calls outside an ``if __name__ ==
     "__main__":`` block then run again in every worker (which spawns again: training without
     end). Stop at once, in the script itself (``spawns``) and in any worker re-running it."""
-    hint = (f"put the {what}(...) call of your script under `if __name__ == \"__main__\":` "
-            f"(worker processes start with the spawn method and re-run the script's top level)")
+    hint = (
+        f'put the {what}(...) call of your script under `if __name__ == "__main__":` '
+        f"(worker processes start with the spawn method and re-run the script's top level)"
+    )
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>":
@@ -294,8 +318,10 @@ def _refuse_unguarded_main(what, spawns=True):
                 path = frame.f_globals.get("__file__")
                 ranges = _guarded_lines(path) if path and os.path.isfile(path) else None
                 if ranges is not None and not any(a <= frame.f_lineno <= b for a, b in ranges):
-                    raise UnguardedMainError(f"{what}() called at the top level of {path} (line {frame.f_lineno}) "
-                                             f"without a main guard: {hint}")
+                    raise UnguardedMainError(
+                        f"{what}() called at the top level of {path} (line {frame.f_lineno}) "
+                        f"without a main guard: {hint}"
+                    )
                 return
         frame = frame.f_back
 
@@ -330,7 +356,9 @@ def _writer(results_file, title, commands):
         except OSError as err:
             import tempfile
 
-            fallback = os.path.join(tempfile.gettempdir(), f"recbole_cllm4rec-{os.getpid()}-{os.path.basename(results_file)}")
+            fallback = os.path.join(
+                tempfile.gettempdir(), f"recbole_cllm4rec-{os.getpid()}-{os.path.basename(results_file)}"
+            )
             message = f"could not write {state['path']} ({err}); the table goes to {fallback}"
             getLogger().warning(message)
             print(f"warning: {message}", file=sys.stderr)
@@ -349,37 +377,40 @@ def _check_before_training(runs, dataset, config_file_list, results_file):
         check_writable(results_file)
 
 
-def compare(models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None,
-            saved=True, **launch):
+def compare(
+    models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None, saved=True, **launch
+):
     """Run several models on the same dataset and split; one side-by-side table. ``launch``:
     ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``. The table is
     rewritten after each model, and a model that fails gets a row saying why."""
     _refuse_unguarded_main("compare")
     _check_before_training([(m, config_dict) for m in models], dataset, config_file_list, results_file)
-    write = _writer(results_file, f"{dataset}: {', '.join(models)}",
-                    [command_line(models, dataset, config_file_list, config_dict)])
+    write = _writer(
+        results_file, f"{dataset}: {', '.join(models)}", [command_line(models, dataset, config_file_list, config_dict)]
+    )
     results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch, write)
     return results, results_table(results)
 
 
-def compare_variants(model, variants, dataset="ml-100k", config_file_list=None, config_dict=None,
-                     results_file=None, saved=True):
+def compare_variants(
+    model, variants, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None, saved=True
+):
     """One model under several settings (an ablation); ``variants`` maps a label to overrides."""
     _refuse_unguarded_main("compare_variants")
     settings = {label: {**(config_dict or {}), **overrides} for label, overrides in variants.items()}
     _check_before_training([(model, cfg) for cfg in settings.values()], dataset, config_file_list, results_file)
     commands = [f"{label}: {command_line([model], dataset, config_file_list, cfg)}" for label, cfg in settings.items()]
     write = _writer(results_file, f"{dataset}: {model} variants", commands)
-    results = _run_isolated([(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()],
-                            on_result=write)
+    results = _run_isolated(
+        [(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()], on_result=write
+    )
     return results, results_table(results)
 
 
 def results_table(results):
     finished = [r for r in results if not r.get("failed")]
     metrics = list(finished[0]["test_result"]) if finished else []
-    head = ["model"] + [f"test {m}" for m in metrics] + [f"valid {m}" for m in metrics] + \
-           ["train s", "peak RSS MB"]
+    head = ["model"] + [f"test {m}" for m in metrics] + [f"valid {m}" for m in metrics] + ["train s", "peak RSS MB"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if r.get("failed"):
@@ -408,21 +439,34 @@ def write_results(path, results, table, title, commands):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     finished = [r for r in results if not r.get("failed")]
     lines = [
-        f"# {title}", "",
-        f"Protocol: {finished[0]['protocol'] if finished else 'no model finished'}.", "",
-        "Command(s):", "", *[f"    {c}" for c in commands], "",
+        f"# {title}",
+        "",
+        f"Protocol: {finished[0]['protocol'] if finished else 'no model finished'}.",
+        "",
+        "Command(s):",
+        "",
+        *[f"    {c}" for c in commands],
+        "",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}. Train time is `trainer.fit` wall time; peak RSS is "
-        f"the process's maximum resident set (one process per model).", "",
-        table, "",
+        f"the process's maximum resident set (one process per model).",
+        "",
+        table,
+        "",
         *coldstart.extra_tables(finished),
     ]
     for r in finished:
         if r.get("stages"):
-            lines += [f"{r['model']} stages (total {r['total_time_s']:.0f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB):", "",
-                      "| stage | epochs | tokens | seconds | tokens/s |", "|---|---|---|---|---|"]
-            lines += [f"| {name} | {s['epochs']} | {s['tokens']} | {s['seconds']:.0f} | {s['tokens'] / s['seconds']:.0f} |"
-                      for name, s in r["stages"].items()]
+            lines += [
+                f"{r['model']} stages (total {r['total_time_s']:.0f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB):",
+                "",
+                "| stage | epochs | tokens | seconds | tokens/s |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {name} | {s['epochs']} | {s['tokens']} | {s['seconds']:.0f} | {s['tokens'] / s['seconds']:.0f} |"
+                for name, s in r["stages"].items()
+            ]
             lines.append("")
     tmp = f"{path}.{os.getpid()}.tmp"  # a reader (or a kill) never sees half a table
     try:

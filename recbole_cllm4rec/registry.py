@@ -11,8 +11,18 @@ from recbole_cllm4rec.model import OUR_MODELS, ModelNotFoundError, available_mod
 from recbole_cllm4rec.properties import properties_dir, property_file
 from recbole_cllm4rec.trainer import get_trainer, our_trainer
 
-__all__ = ["OUR_MODELS", "ModelNotFoundError", "DatasetNotFoundError", "available_models", "get_model",
-           "get_trainer", "properties_dir", "property_file", "check_dataset", "register_with_recbole"]
+__all__ = [
+    "OUR_MODELS",
+    "ModelNotFoundError",
+    "DatasetNotFoundError",
+    "available_models",
+    "get_model",
+    "get_trainer",
+    "properties_dir",
+    "property_file",
+    "check_dataset",
+    "register_with_recbole",
+]
 
 
 class DatasetNotFoundError(FileNotFoundError):

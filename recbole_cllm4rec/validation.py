@@ -26,14 +26,33 @@ from recbole_cllm4rec.properties import properties_dir
 
 _COMMENT_TYPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:(.*?)#\s*\(([^)]*)\)")
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:")
-_CODE_KEY = re.compile(r"""config\s*(?:\[|\.get\(|\.final_config_dict\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
-                       r"""|["']([A-Za-z_][A-Za-z0-9_]*)["']\s+(?:not\s+)?in\s+(?:self\.)?config\b""")
+_CODE_KEY = re.compile(
+    r"""config\s*(?:\[|\.get\(|\.final_config_dict\[)\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
+    r"""|["']([A-Za-z_][A-Za-z0-9_]*)["']\s+(?:not\s+)?in\s+(?:self\.)?config\b"""
+)
 
 # Keys that are not in any property file but are read through ``Config``: the launch settings
 # ``run`` passes to each rank, and RecBole's own derived keys.
-EXTRA_KEYS = {"local_rank", "world_size", "ip", "port", "nproc", "offset", "model", "dataset",
-              "config_files", "encoding", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device",
-              "single_spec", "eval_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args"}
+EXTRA_KEYS = {
+    "local_rank",
+    "world_size",
+    "ip",
+    "port",
+    "nproc",
+    "offset",
+    "model",
+    "dataset",
+    "config_files",
+    "encoding",
+    "MODEL_TYPE",
+    "MODEL_INPUT_TYPE",
+    "eval_type",
+    "device",
+    "single_spec",
+    "eval_neg_sample_args",
+    "valid_neg_sample_args",
+    "test_neg_sample_args",
+}
 
 # (minimum, minimum inclusive, maximum, maximum inclusive) per key; a suffix rule applies to
 # every key ending with it unless the key has its own entry.
@@ -89,8 +108,12 @@ CHOICES = {
 
 
 # Types RecBole converts itself, whatever its comment says.
-TYPE_OVERRIDES = {"gpu_id": "str or int or list of int", "additional_feat_suffix": "list or str", "metrics": "list or str",
-                  "topk": "list of int or int"}
+TYPE_OVERRIDES = {
+    "gpu_id": "str or int or list of int",
+    "additional_feat_suffix": "list or str",
+    "metrics": "list or str",
+    "topk": "list of int or int",
+}
 
 
 class InputError(ValueError):
@@ -126,9 +149,14 @@ def _yaml_files():
     ours, _ = _our_dirs()
     theirs = os.path.join(_recbole_dir(), "properties")
     downloads = ("url.yaml", "kg_url.yaml")  # dataset download addresses, not settings
-    return (sorted(glob.glob(os.path.join(ours, "**", "*.yaml"), recursive=True)),
-            sorted(p for p in glob.glob(os.path.join(theirs, "**", "*.yaml"), recursive=True)
-                   if os.path.basename(p) not in downloads))
+    return (
+        sorted(glob.glob(os.path.join(ours, "**", "*.yaml"), recursive=True)),
+        sorted(
+            p
+            for p in glob.glob(os.path.join(theirs, "**", "*.yaml"), recursive=True)
+            if os.path.basename(p) not in downloads
+        ),
+    )
 
 
 def _scan_yaml(path):
@@ -196,9 +224,13 @@ def key_types(model):
     by_file, _, _ = _property_tables()
     ours_dir, _ = _our_dirs()
     theirs_dir = os.path.join(_recbole_dir(), "properties")
-    first = [os.path.join(ours_dir, "model", f"{model}.yaml"), os.path.join(theirs_dir, "model", f"{model}.yaml"),
-             os.path.join(ours_dir, "overall.yaml"), os.path.join(theirs_dir, "overall.yaml"),
-             os.path.join(theirs_dir, "dataset", "sample.yaml")]
+    first = [
+        os.path.join(ours_dir, "model", f"{model}.yaml"),
+        os.path.join(theirs_dir, "model", f"{model}.yaml"),
+        os.path.join(ours_dir, "overall.yaml"),
+        os.path.join(theirs_dir, "overall.yaml"),
+        os.path.join(theirs_dir, "dataset", "sample.yaml"),
+    ]
     types = {}
     for path in first:
         for key, kind in by_file.get(path, {}).items():
@@ -254,7 +286,7 @@ def _is(value, kind):
     if kind.startswith("list"):
         if not isinstance(value, (list, tuple)):
             return False
-        inner = kind[len("list"):].strip()
+        inner = kind[len("list") :].strip()
         if inner.startswith("of "):
             return all(_is(v, inner[3:]) for v in value)
         return True
@@ -284,19 +316,25 @@ def _check_range(key, value, raw, where):
     low, low_inclusive, high, high_inclusive = bounds
     if isinstance(value, float) and math.isnan(value):
         raise ConfigValueError(f"{where}{key}={_show(raw)} is not a number")
-    bad = (low is not None and (value < low or (value == low and not low_inclusive))) or \
-          (high is not None and (value > high or (value == high and not high_inclusive)))
+    bad = (low is not None and (value < low or (value == low and not low_inclusive))) or (
+        high is not None and (value > high or (value == high and not high_inclusive))
+    )
     if bad:
         left = "" if low is None else f"{'>=' if low_inclusive else '>'} {low}"
         right = "" if high is None else f"{'<=' if high_inclusive else '<'} {high}"
-        raise ConfigValueError(f"{where}{key}={_show(raw)} is out of range: it must be {' and '.join(p for p in (left, right) if p)}")
+        raise ConfigValueError(
+            f"{where}{key}={_show(raw)} is out of range: it must be {' and '.join(p for p in (left, right) if p)}"
+        )
 
 
 def _suggest(key, known):
     close = [k for k in known if k.lower() == key.lower() and k != key]
     close = close or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (RecBole would ignore it); did you mean '{close[0]}'?" if close else \
-        "; see properties/overall.yaml and properties/model/<Model>.yaml for the keys"
+    return (
+        f" (RecBole would ignore it); did you mean '{close[0]}'?"
+        if close
+        else "; see properties/overall.yaml and properties/model/<Model>.yaml for the keys"
+    )
 
 
 def _show(value):
@@ -309,7 +347,8 @@ def check_dataset_name(dataset):
     if not isinstance(dataset, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
         raise ConfigValueError(
             f"dataset name {dataset!r} is not a folder name: give the name (e.g. --dataset=ml-100k) and "
-            f"set --data_path to the folder that holds it")
+            f"set --data_path to the folder that holds it"
+        )
 
 
 def check_user_settings(model, dataset, config_file_list=None, config_dict=None):
@@ -345,7 +384,9 @@ def check_values(model, settings, where=""):
                 continue
             raise ConfigValueError(f"{where}{key} needs a value ({kind}), not None")
         if kind and not _type_ok(value, kind):
-            raise ConfigValueError(f"{where}{key}={_show(raw)} has the wrong type: {key} takes ({kind}), see properties/*.yaml")
+            raise ConfigValueError(
+                f"{where}{key}={_show(raw)} has the wrong type: {key} takes ({kind}), see properties/*.yaml"
+            )
         _check_range(key, value, raw, where)
         if key in CHOICES and str(value).lower() not in CHOICES[key]:
             raise ConfigValueError(f"{where}{key}={_show(raw)} is not one of {', '.join(CHOICES[key])}")
@@ -375,21 +416,35 @@ def _check_metric_names(metrics, where=""):
 
 def _check_eval_args(args, where):
     if not isinstance(args, dict):
-        raise ConfigValueError(f"{where}eval_args must be a dict like {{split: {{RS: [0.8, 0.1, 0.1]}}, order: RO, group_by: user, mode: full}}")
+        raise ConfigValueError(
+            f"{where}eval_args must be a dict like {{split: {{RS: [0.8, 0.1, 0.1]}}, order: RO, group_by: user, mode: full}}"
+        )
     unknown = set(args) - {"split", "order", "group_by", "mode"}
     if unknown:
-        raise ConfigValueError(f"{where}eval_args has unknown key(s) {', '.join(sorted(map(str, unknown)))}: it takes split, order, group_by, mode")
+        raise ConfigValueError(
+            f"{where}eval_args has unknown key(s) {', '.join(sorted(map(str, unknown)))}: it takes split, order, group_by, mode"
+        )
     split = args.get("split")
     if split is not None:
         if not isinstance(split, dict) or len(split) != 1 or next(iter(split)) not in ("RS", "LS"):
-            raise ConfigValueError(f"{where}eval_args split={_show(split)} must be {{RS: [train, valid, test]}} or {{LS: valid_and_test|valid_only|test_only}}")
+            raise ConfigValueError(
+                f"{where}eval_args split={_show(split)} must be {{RS: [train, valid, test]}} or {{LS: valid_and_test|valid_only|test_only}}"
+            )
         kind, value = next(iter(split.items()))
         if kind == "RS":
-            if not isinstance(value, (list, tuple)) or len(value) != 3 or \
-                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value) or sum(value) <= 0:
-                raise ConfigValueError(f"{where}eval_args split RS={_show(value)} must be 3 non-negative ratios (train, valid, test), e.g. [0.8, 0.1, 0.1]")
+            if (
+                not isinstance(value, (list, tuple))
+                or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
+                or sum(value) <= 0
+            ):
+                raise ConfigValueError(
+                    f"{where}eval_args split RS={_show(value)} must be 3 non-negative ratios (train, valid, test), e.g. [0.8, 0.1, 0.1]"
+                )
         elif value not in ("valid_and_test", "valid_only", "test_only"):
-            raise ConfigValueError(f"{where}eval_args split LS={_show(value)} must be valid_and_test, valid_only or test_only")
+            raise ConfigValueError(
+                f"{where}eval_args split LS={_show(value)} must be valid_and_test, valid_only or test_only"
+            )
     if args.get("order") is not None and args["order"] not in ("RO", "TO"):
         raise ConfigValueError(f"{where}eval_args order={_show(args['order'])} must be RO (random) or TO (by time)")
     if args.get("group_by") is not None and args["group_by"] not in ("user", "none", None):
@@ -410,18 +465,24 @@ def check_metrics(metrics, topk, valid_metric):
     metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
     kinds = {metric_types[m.lower()] for m in metrics}
     if len(kinds) > 1:
-        raise ConfigValueError(f"metrics {metrics} mix ranking metrics and value metrics (e.g. RMSE): RecBole evaluates one kind per run")
+        raise ConfigValueError(
+            f"metrics {metrics} mix ranking metrics and value metrics (e.g. RMSE): RecBole evaluates one kind per run"
+        )
     if not isinstance(valid_metric, str) or not valid_metric:
         raise ConfigValueError(f"valid_metric={valid_metric!r} must name one of the metrics, e.g. NDCG@10")
     name, _, k = valid_metric.partition("@")
     if name.lower() not in [m.lower() for m in metrics]:
-        raise ConfigValueError(f"valid_metric {valid_metric} is not among metrics {metrics}: add {name} to metrics or pick one of them")
+        raise ConfigValueError(
+            f"valid_metric {valid_metric} is not among metrics {metrics}: add {name} to metrics or pick one of them"
+        )
     # top-k metrics report name@k; GAUC, a ranking metric over the whole list, reports plain gauc
     cut_off = {"rec.topk", "rec.items"} & set(metric_information[name.lower()])
     topk = [topk] if isinstance(topk, int) else list(topk or [])
     if cut_off:
         if not k.isdigit() or int(k) not in topk:
-            raise ConfigValueError(f"valid_metric {valid_metric} needs a cut-off among topk {topk}, e.g. {name}@{topk[0] if topk else 10}")
+            raise ConfigValueError(
+                f"valid_metric {valid_metric} needs a cut-off among topk {topk}, e.g. {name}@{topk[0] if topk else 10}"
+            )
     elif k:
         raise ConfigValueError(f"valid_metric {valid_metric}: {name} takes no @k")
 
@@ -443,7 +504,8 @@ def check_data(config, dataset, train_data=None, valid_data=None, test_data=None
     if topk and max(topk) > items:  # full ranking: torch.topk over the catalogue fails after training
         raise ConfigValueError(
             f"topk {max(topk)} is larger than the {items} items of dataset '{config['dataset']}': "
-            f"use cut-offs up to {items} (e.g. --topk=[{min(10, items)}])")
+            f"use cut-offs up to {items} (e.g. --topk=[{min(10, items)}])"
+        )
     split = config["eval_args"]["split"] or {}
     # parts a split leaves empty on purpose: LS valid_only / test_only, an RS ratio of 0
     deliberate = {"valid_only": {"test"}, "test_only": {"valid"}}.get(split.get("LS"), set())
@@ -465,12 +527,34 @@ def check_data(config, dataset, train_data=None, valid_data=None, test_data=None
                 f"the {name} split of dataset '{config['dataset']}' is empty: with split {split} no "
                 f"user has enough interactions ({users} users, at most {most} interactions each; "
                 f"a per-user random split needs 3 or more). Use a dataset with longer histories, "
-                f"or another eval_args split")
+                f"or another eval_args split"
+            )
 
 
 # pandas.read_csv's default na_values: RecBole's reader takes them as missing values, not errors
-_PANDAS_NA = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+_PANDAS_NA = frozenset(
+    [
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
 
 
 def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), logger=None):
@@ -487,7 +571,8 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
         if not head.strip():
             raise AtomicFileError(
                 f"atomic file {path} is empty: its first line must be a header like "
-                f"'user_id:token{separator!r}item_id:token' followed by one row per record".replace("'\\t'", "\\t"))
+                f"'user_id:token{separator!r}item_id:token' followed by one row per record".replace("'\\t'", "\\t")
+            )
         columns = head.split(separator)
         for i, column in enumerate(columns):
             parts = column.split(":")
@@ -495,8 +580,11 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
                 what = "has no ':type'" if len(parts) == 1 else f"has type {':'.join(parts[1:])!r}"
                 raise AtomicFileError(
                     f"column {i + 1} {column!r} of the header of {name} {what}: each header column is "
-                    f"name:type with type one of {', '.join(sorted(types))} (e.g. rating:float)")
-        float_cols = [i for i, c in enumerate(columns) if c.split(":")[1] == "float" and c.split(":")[0] in float_fields]
+                    f"name:type with type one of {', '.join(sorted(types))} (e.g. rating:float)"
+                )
+        float_cols = [
+            i for i, c in enumerate(columns) if c.split(":")[1] == "float" and c.split(":")[0] in float_fields
+        ]
         short, first_short, rows = 0, None, 0
         for number, line in enumerate(f, start=2):
             line = line.rstrip("\r\n")
@@ -514,13 +602,16 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
                     except ValueError:
                         raise AtomicFileError(
                             f"{name} line {number}: column {columns[i]!r} holds {_show(values[i])}, not a number; "
-                            f"fix the value, or declare the column :token if it is not numeric") from None
+                            f"fix the value, or declare the column :token if it is not numeric"
+                        ) from None
     if rows == 0:
         raise AtomicFileError(f"atomic file {path} has a header but no rows")
     if short and logger is not None:
-        logger.warning(f"{name}: {short} of {rows} rows have fewer columns than its header "
-                       f"({len(columns)}; first at line {first_short}): RecBole drops those without a user or "
-                       f"item id and fills their other missing values (float: the column mean, token: padding)")
+        logger.warning(
+            f"{name}: {short} of {rows} rows have fewer columns than its header "
+            f"({len(columns)}; first at line {first_short}): RecBole drops those without a user or "
+            f"item id and fills their other missing values (float: the column mean, token: padding)"
+        )
     return short, first_short
 
 
@@ -580,7 +671,8 @@ def _atomic_files_checked():
             if missing:
                 raise AtomicFileError(
                     f"{os.path.basename(filepath)} has no column {', '.join(missing)} (loaded columns: "
-                    f"{', '.join(wanted)}): check its header, USER_ID_FIELD / ITEM_ID_FIELD and load_col")
+                    f"{', '.join(wanted)}): check its header, USER_ID_FIELD / ITEM_ID_FIELD and load_col"
+                )
         return load_feat(self, filepath, source)
 
     _load_feat._checked = True

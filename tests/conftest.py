@@ -8,9 +8,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A quiet, fast CLLM4Rec: random 2-layer backbone on the real SmolLM2 tokenizer.
 TINY_CLLM4REC = {
-    "llm_path": "tiny-random", "show_progress": False, "state": "WARNING", "autocast": "fp32",
-    "content_warmup_epochs": 1, "pretrain_epochs": 1, "epochs": 1, "pretrain_batch_size": 64,
-    "finetune_batch_size": 64, "max_doc_items": 32, "max_text_tokens": 16,
+    "llm_path": "tiny-random",
+    "show_progress": False,
+    "state": "WARNING",
+    "autocast": "fp32",
+    "content_warmup_epochs": 1,
+    "pretrain_epochs": 1,
+    "epochs": 1,
+    "pretrain_batch_size": 64,
+    "finetune_batch_size": 64,
+    "max_doc_items": 32,
+    "max_text_tokens": 16,
     "eval_prompt_draws": 2,  # the averaged ranking path, at a quarter of the default cost
     "readout_layers": 1,  # of the tiny backbone's 2: the truncated read-out path is the default one
     "use_content": True,  # every stage (content LM, MR) runs in the tests, though the default skips it

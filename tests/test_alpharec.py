@@ -15,8 +15,13 @@ from recbole_cllm4rec.llm.text_encoder import TextEncoder
 from recbole_cllm4rec.model.alpharec import AlphaRec, SymmetricSparseMM, normalized_adjacency, sparse_tensor
 from recbole_cllm4rec.quick_start import build_config
 
-SMALL = {"mlp_hidden_size": 64, "embedding_size": 32, "n_negatives": 32, "train_batch_size": 2048,
-         "show_progress": False}
+SMALL = {
+    "mlp_hidden_size": 64,
+    "embedding_size": 32,
+    "n_negatives": 32,
+    "train_batch_size": 2048,
+    "show_progress": False,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -202,7 +207,9 @@ def test_default_learning_rate_trains_below_the_previous_one(tmp_path, monkeypat
     from recbole_cllm4rec.logs import train_losses
 
     monkeypatch.chdir(tmp_path)
-    protocol = [os.path.join(os.path.dirname(os.path.dirname(__file__)), "properties", "protocol", "ml-100k-implicit.yaml")]
+    protocol = [
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "properties", "protocol", "ml-100k-implicit.yaml")
+    ]
     quick = {"epochs": 8, "eval_step": 8, "show_progress": False}
     final = {}
     for label, overrides in (("default", {}), ("previous", {"learning_rate": PREVIOUS_LEARNING_RATE})):
@@ -212,9 +219,16 @@ def test_default_learning_rate_trains_below_the_previous_one(tmp_path, monkeypat
 
 
 def test_id_ablation_trains_through_recbole(tmp_path):
-    result = recbole_cllm4rec.run("AlphaRec", "ml-100k", config_dict={
-        **SMALL, "item_representation": "id", "epochs": 1, "checkpoint_dir": str(tmp_path),
-    })
+    result = recbole_cllm4rec.run(
+        "AlphaRec",
+        "ml-100k",
+        config_dict={
+            **SMALL,
+            "item_representation": "id",
+            "epochs": 1,
+            "checkpoint_dir": str(tmp_path),
+        },
+    )
     assert result["test_result"]["ndcg@10"] > 0.05
     assert os.path.isfile(result["model_file"])
 

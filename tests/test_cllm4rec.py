@@ -37,8 +37,12 @@ def test_id_words_are_atomic_tokens(ml100k_tiny):
     text = "user_3 has interacted with item_7 item_12, user_3 will interact with"
     ids = corpus.encode(text)
     id_range = ids[ids >= corpus.user_offset]
-    assert id_range.tolist() == [corpus.user_offset + 3, corpus.item_offset + 7, corpus.item_offset + 12,
-                                 corpus.user_offset + 3]
+    assert id_range.tolist() == [
+        corpus.user_offset + 3,
+        corpus.item_offset + 7,
+        corpus.item_offset + 12,
+        corpus.user_offset + 3,
+    ]
     assert len(corpus.tokenizer.encode("item_12", add_special_tokens=False)) > 1  # BPE alone would split it
     assert corpus.decode(ids) == text.replace(",", " ,").replace(" ,", ",")
     prompt = corpus.rec_prompt(3, np.array([7, 12]))
@@ -80,8 +84,10 @@ def test_review_corpus_keeps_training_pairs_only(workdir):
     user_token = dataset.id2token(dataset.uid_field, review_docs[0].user)
     item_token = dataset.id2token(dataset.iid_field, review_docs[0].item)
     text = next(r for u, i, r in reviews if u == user_token and i == item_token)
-    assert model.corpus.tokenizer.decode(review_docs[0].main).strip() == \
-        model.corpus.tokenizer.decode(model.corpus._text_ids(text)).strip()
+    assert (
+        model.corpus.tokenizer.decode(review_docs[0].main).strip()
+        == model.corpus.tokenizer.decode(model.corpus._text_ids(text)).strip()
+    )
 
 
 @pytest.mark.parametrize("stage,trained", [("collab", "collab"), ("content", "content"), ("rec", "rec")])
@@ -125,7 +131,8 @@ def test_each_language_model_loss_falls(ml100k_tiny):
     users = corpus.users_with_history()[:8]
     collab_docs = [corpus.collaborative_document(u, np.random.default_rng(0), reorder=False) for u in users]
     content_docs = corpus.content_documents(
-        [{"source": "item", "prompt": "{item} is titled:", "text": "{movie_title} ({release_year})"}])[:8]
+        [{"source": "item", "prompt": "{item} is titled:", "text": "{movie_title} ({release_year})"}]
+    )[:8]
     # content learns through one prompt word per document only, so it falls more slowly; the
     # recommendation loss predicts the masked items: with target "all" a user's ~70 targets put
     # the loss floor (n log n) near 0.55 of its start, which says little about learning
@@ -275,7 +282,13 @@ def test_training_leaves_the_backbone_bit_identical(ml100k_tiny):
     CLLM4RecTrainer(config, model).fit(train, valid, saved=False)
     assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
     changed = {k for k, v in model.state_dict().items() if not torch.equal(tables[k], v)}
-    assert {"user_rec.weight", "item_rec.weight", "item_bias.rec", "item_collab.weight", "item_content.weight"} <= changed
+    assert {
+        "user_rec.weight",
+        "item_rec.weight",
+        "item_bias.rec",
+        "item_collab.weight",
+        "item_content.weight",
+    } <= changed
 
 
 def test_lora_trains_its_adapters_only_and_acts_in_the_recommendation_lm_only(ml100k_tiny):
@@ -284,8 +297,9 @@ def test_lora_trains_its_adapters_only_and_acts_in_the_recommendation_lm_only(ml
     plain = fresh_model(ml100k_tiny)
     assert len(model.lora) == 4 * config["readout_layers"]  # q, k, v, o of each read-out layer
     users = model.corpus.users_with_history()[:4]
-    ids, mask = pad_batch([model.corpus.rec_prompt(u, model.corpus.histories[u][:5]) for u in users],
-                          model.corpus.pad_id)
+    ids, mask = pad_batch(
+        [model.corpus.rec_prompt(u, model.corpus.histories[u][:5]) for u in users], model.corpus.pad_id
+    )
 
     def states(m, kind):
         with torch.no_grad():
@@ -325,7 +339,7 @@ def test_real_smollm2_loads_offline_and_speaks():
     assert model.num_parameters() > 130e6 and model.config.num_hidden_layers == 30
     ids = torch.tensor([text_start_ids(tokenizer) + tokenizer.encode("The capital of France is")])
     out = model.generate(ids, max_new_tokens=4, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:])
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
 
 
 def test_review_sample_runs_multivae_and_cllm4rec_with_review_text(workdir):
@@ -400,7 +414,9 @@ def test_ranking_averages_the_scores_of_several_history_orders(ml100k_tiny):
     assert torch.allclose(single[:, 1:], per_draw[0][:, 1:], atol=1e-5)
     assert torch.allclose(averaged[:, 1:], sum(per_draw)[:, 1:] / 3, atol=1e-5)
     assert not torch.allclose(per_draw[0][:, 1:], per_draw[1][:, 1:])  # the orders differ
-    assert {int(i) for i in model.corpus.eval_history(users[0], model.seed, 1)} == set(model.corpus.histories[users[0]].tolist())
+    assert {int(i) for i in model.corpus.eval_history(users[0], model.seed, 1)} == set(
+        model.corpus.histories[users[0]].tolist()
+    )
 
 
 def test_frozen_user_rows_stay_as_pretrained_while_the_item_rows_train(ml100k_tiny):
@@ -411,4 +427,6 @@ def test_frozen_user_rows_stay_as_pretrained_while_the_item_rows_train(ml100k_ti
     CLLM4RecTrainer(config, model).fit(train, valid, saved=False)
     # the rec user rows are the collaborative ones pretraining left, untouched by finetuning
     assert torch.equal(model.user_rec.weight, model.user_collab.weight)
-    assert not torch.equal(model.item_rec.weight, model.item_collab.weight) and not torch.equal(items, model.item_rec.weight)
+    assert not torch.equal(model.item_rec.weight, model.item_collab.weight) and not torch.equal(
+        items, model.item_rec.weight
+    )

@@ -108,11 +108,17 @@ def test_non_candidates_are_masked_at_full_sort_time(cold_item_split):
     assert not mask[scores.argmax(1)].any()  # Pop's top items overall are warm
 
 
-@pytest.mark.parametrize("model, overrides", [
-    ("Pop", {}), ("Random", {}), ("BPR", {}), ("TextKNN", {}),
-    ("AlphaRec", {"mlp_hidden_size": 64}),
-    ("CLLM4Rec", dict(TINY_CLLM4REC, content_init="text", cold_item_rows="content_map")),
-])
+@pytest.mark.parametrize(
+    "model, overrides",
+    [
+        ("Pop", {}),
+        ("Random", {}),
+        ("BPR", {}),
+        ("TextKNN", {}),
+        ("AlphaRec", {"mlp_hidden_size": 64}),
+        ("CLLM4Rec", dict(TINY_CLLM4REC, content_init="text", cold_item_rows="content_map")),
+    ],
+)
 def test_every_general_model_scores_cold_items(cold_item_split, model, overrides):
     from recbole_cllm4rec.registry import get_model
 
@@ -134,8 +140,12 @@ def test_cllm4rec_ranks_cold_items_by_rows_mapped_from_their_content_rows(cold_i
     from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
     from recbole_cllm4rec.model.cold_items import fit_map, ranking_rows
 
-    config = build_config("CLLM4Rec", "ml-100k", [COLD_ITEM], dict(QUIET, **TINY_CLLM4REC, content_init="text",
-                                                                    cold_item_rows="content_map"))
+    config = build_config(
+        "CLLM4Rec",
+        "ml-100k",
+        [COLD_ITEM],
+        dict(QUIET, **TINY_CLLM4REC, content_init="text", cold_item_rows="content_map"),
+    )
     _, _, (train, _, test) = cold_item_split
     model = CLLM4Rec(config, train._dataset)
     cold = test._dataset.candidate_items
@@ -152,8 +162,15 @@ def test_cllm4rec_ranks_cold_items_by_rows_mapped_from_their_content_rows(cold_i
     (w, b), _ = fit_map(x, y, seed=0)
     assert (x @ w + b - y).abs().max() < 0.05 * y.abs().max()
     with pytest.raises(ValueError, match="content_init: text"):
-        CLLM4Rec(build_config("CLLM4Rec", "ml-100k", [COLD_ITEM], dict(QUIET, **dict(TINY_CLLM4REC, use_content=False,
-                                                                              content_init="random"))), train._dataset)
+        CLLM4Rec(
+            build_config(
+                "CLLM4Rec",
+                "ml-100k",
+                [COLD_ITEM],
+                dict(QUIET, **dict(TINY_CLLM4REC, use_content=False, content_init="random")),
+            ),
+            train._dataset,
+        )
 
 
 def test_non_general_models_refuse_with_one_line():
@@ -170,12 +187,12 @@ def test_non_general_models_refuse_with_one_line():
 
 def test_run_writes_the_whole_catalogue_and_bucket_tables(workdir):
     item = recbole_cllm4rec.run("Pop", "ml-100k", [COLD_ITEM], dict(QUIET), saved=False)
-    (title, whole), = item["extra_results"].items()
+    ((title, whole),) = item["extra_results"].items()
     assert "whole catalogue" in title
     assert whole["ndcg@10"] == 0 < item["test_result"]["ndcg@10"]  # overall, Pop ranks warm items first
     assert "cold items" in item["protocol"]
     user = recbole_cllm4rec.run("Pop", "ml-100k", [COLD_USER], dict(QUIET), saved=False)
-    (title, buckets), = user["extra_results"].items()
+    ((title, buckets),) = user["extra_results"].items()
     assert [c.split(" ")[0] for c in buckets] == ["0", "1-2", "3-5", "6+"]
     assert all(np.isfinite(v) for v in buckets.values())
     from recbole_cllm4rec.coldstart import extra_tables

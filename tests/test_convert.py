@@ -32,27 +32,41 @@ def read_atomic(path):
 
 def load(out, name="ds"):
     folder = os.path.join(out, name)
-    return (read_atomic(os.path.join(folder, f"{name}.inter")),
-            read_atomic(os.path.join(folder, f"{name}.item")),
-            read_reviews(folder, name))
+    return (
+        read_atomic(os.path.join(folder, f"{name}.inter")),
+        read_atomic(os.path.join(folder, f"{name}.item")),
+        read_reviews(folder, name),
+    )
 
 
 def amazon_line(user, item, rating, stamp=1_400_000_000, text="fine", **extra):
-    return json.dumps({"reviewerID": user, "asin": item, "overall": rating,
-                       "unixReviewTime": stamp, "reviewText": text, "summary": "s", **extra})
+    return json.dumps(
+        {
+            "reviewerID": user,
+            "asin": item,
+            "overall": rating,
+            "unixReviewTime": stamp,
+            "reviewText": text,
+            "summary": "s",
+            **extra,
+        }
+    )
 
 
 def write_lines(path, lines, compress=False):
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
+    with gzip.open(path, "wb") if compress else open(path, "wb") as f:
         f.write(data)
     return path
 
 
 def grid(n_users, n_items, rating=5.0):
     """Every user reviews every item: an input that any k <= min(n_users, n_items) keeps whole."""
-    return [amazon_line(f"U{u}", f"I{i}", rating, 1_400_000_000 + u * 100 + i, f"u{u} on i{i}")
-            for u in range(n_users) for i in range(n_items)]
+    return [
+        amazon_line(f"U{u}", f"I{i}", rating, 1_400_000_000 + u * 100 + i, f"u{u} on i{i}")
+        for u in range(n_users)
+        for i in range(n_items)
+    ]
 
 
 def assert_core(inter, k):
@@ -68,14 +82,20 @@ def assert_consistent(inter, reviews):
 
 # ----------------------------------------------------------------------------- shipped samples
 
+
 def test_amazon_2014_sample(tmp_path):
     summary = run("amazon", f"{RAW}/reviews_Beauty_5.json.gz", f"{RAW}/meta_Beauty.json.gz", tmp_path)
     inter, item, reviews = load(tmp_path)
     assert_core(inter, 5)
     assert_consistent(inter, reviews)
     assert (inter["rating:float"].astype(float) >= 4).all()
-    assert list(item.columns) == ["item_id:token", "title:token", "brand:token", "categories:token",
-                                  "description:token"]
+    assert list(item.columns) == [
+        "item_id:token",
+        "title:token",
+        "brand:token",
+        "categories:token",
+        "description:token",
+    ]
     assert set(item["item_id:token"]) == set(inter["item_id:token"])
     assert summary["counts"]["items"] >= 30 and summary["counts"]["users"] >= 30
     assert summary["reviews_file"]["malformed"] == 1
@@ -90,8 +110,9 @@ def test_amazon_2014_sample(tmp_path):
 
 
 def test_amazon_2018_sample_plain_json(tmp_path):
-    summary = run("amazon", f"{RAW}/Toys_and_Games_5.json", f"{RAW}/meta_Toys_and_Games.json", tmp_path,
-                  progress=True)  # the tqdm path runs too
+    summary = run(
+        "amazon", f"{RAW}/Toys_and_Games_5.json", f"{RAW}/meta_Toys_and_Games.json", tmp_path, progress=True
+    )  # the tqdm path runs too
     inter, item, reviews = load(tmp_path)
     assert_core(inter, 5)
     assert_consistent(inter, reviews)
@@ -109,8 +130,7 @@ def test_yelp_sample(tmp_path):
     inter, item, reviews = load(tmp_path)
     assert_core(inter, 5)
     assert_consistent(inter, reviews)
-    assert list(item.columns) == ["item_id:token", "name:token", "categories:token", "city:token",
-                                  "state:token"]
+    assert list(item.columns) == ["item_id:token", "name:token", "categories:token", "city:token", "state:token"]
     assert item["name:token"].str.endswith("Café").all()
     assert summary["reviews_file"]["malformed"] == 1 and summary["meta_file"]["malformed"] == 1
     # Dates become UTC unix time: every row's timestamp is one of its pair's raw dates.
@@ -128,11 +148,12 @@ def test_yelp_sample(tmp_path):
 
 
 def test_shipped_amazon_sample_matches_its_raw_files(tmp_path):
-    run("amazon", f"{RAW}/reviews_Beauty_5.json.gz", f"{RAW}/meta_Beauty.json.gz", tmp_path,
-        name="amazon-sample")
+    run("amazon", f"{RAW}/reviews_Beauty_5.json.gz", f"{RAW}/meta_Beauty.json.gz", tmp_path, name="amazon-sample")
     for suffix in ("inter", "item", "review"):
-        with open(tmp_path / "amazon-sample" / f"amazon-sample.{suffix}", "rb") as fresh, \
-                open(os.path.join(ROOT, "dataset", "amazon-sample", f"amazon-sample.{suffix}"), "rb") as shipped:
+        with (
+            open(tmp_path / "amazon-sample" / f"amazon-sample.{suffix}", "rb") as fresh,
+            open(os.path.join(ROOT, "dataset", "amazon-sample", f"amazon-sample.{suffix}"), "rb") as shipped,
+        ):
             assert fresh.read() == shipped.read(), f"dataset/amazon-sample is stale ({suffix}); regenerate it"
 
 
@@ -146,9 +167,12 @@ def test_recbole_loads_converted_dataset(tmp_path, monkeypatch):
     register_metrics()  # the yaml lists TRecall
     run("amazon", f"{RAW}/reviews_Beauty_5.json.gz", f"{RAW}/meta_Beauty.json.gz", tmp_path, name="beauty")
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
-    config = Config(model="Pop", dataset="beauty",
-                    config_file_list=[os.path.join(ROOT, "properties/dataset/amazon-sample.yaml")],
-                    config_dict={"data_path": str(tmp_path), "state": "WARNING"})
+    config = Config(
+        model="Pop",
+        dataset="beauty",
+        config_file_list=[os.path.join(ROOT, "properties/dataset/amazon-sample.yaml")],
+        config_dict={"data_path": str(tmp_path), "state": "WARNING"},
+    )
     dataset = create_dataset(config)
     inter, item, reviews = load(tmp_path, "beauty")
     assert dataset.user_num - 1 == inter["user_id:token"].nunique()
@@ -163,6 +187,7 @@ def test_recbole_loads_converted_dataset(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- filtering rules
+
 
 def test_kcore_iterates_until_stable():
     # k=2. Users 0 and 1 both review items 0 and 1 (a stable core). A chain hangs off it:
@@ -227,8 +252,9 @@ def test_nothing_survives_is_a_clear_error(tmp_path):
 
 # ----------------------------------------------------------------------------- text handling
 
+
 def test_unicode_and_very_long_reviews_roundtrip(tmp_path):
-    long_text = ("Ünïcödé 非常好 👍 \"quoted\"\ttab\nnewline \\ backslash \u2028 sep. " * 2000)[:100_000]
+    long_text = ('Ünïcödé 非常好 👍 "quoted"\ttab\nnewline \\ backslash \u2028 sep. ' * 2000)[:100_000]
     lines = grid(5, 5)
     lines[0] = amazon_line("U0", "I0", 5.0, text=long_text)
     lines[1] = amazon_line("U0", "I1", 5.0, text="\ud83d lone surrogate")
@@ -252,9 +278,15 @@ def test_clean_field():
 
 
 def test_malformed_lines_are_counted_and_skipped(tmp_path):
-    bad = ["{not json", '{"reviewerID": "U9", "asin": "I9"}', amazon_line("U9", "I9", "five"),
-           amazon_line("U\t9", "I9", 5.0), "[1, 2]", amazon_line("", "I9", 5.0),
-           amazon_line("U9", "I9", 5.0, stamp=float("nan"))]
+    bad = [
+        "{not json",
+        '{"reviewerID": "U9", "asin": "I9"}',
+        amazon_line("U9", "I9", "five"),
+        amazon_line("U\t9", "I9", 5.0),
+        "[1, 2]",
+        amazon_line("", "I9", 5.0),
+        amazon_line("U9", "I9", 5.0, stamp=float("nan")),
+    ]
     lines = grid(5, 5)
     for n, line in enumerate(bad):
         lines.insert(3 * n + 1, line)
@@ -280,6 +312,7 @@ def test_truncated_gzip_fails_cleanly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- atomic output
+
 
 @pytest.fixture
 def small_source(tmp_path):
@@ -328,8 +361,18 @@ def test_existing_dataset_needs_overwrite(tmp_path, small_source):
 
 
 def test_cli(tmp_path, small_source, capsys):
-    args = ["amazon", "--reviews", str(small_source), "--name", "cli", "--output-dir", str(tmp_path),
-            "--no-progress", "--kcore", "3"]
+    args = [
+        "amazon",
+        "--reviews",
+        str(small_source),
+        "--name",
+        "cli",
+        "--output-dir",
+        str(tmp_path),
+        "--no-progress",
+        "--kcore",
+        "3",
+    ]
     assert convert.main(args) == 0
     assert "Wrote" in capsys.readouterr().out
     assert convert.main(args) == 2
@@ -340,6 +383,7 @@ def test_cli(tmp_path, small_source, capsys):
 
 
 # ----------------------------------------------------------------------------- side file reader
+
 
 def test_read_reviews_paths_and_errors(tmp_path, small_source):
     run("amazon", small_source, None, tmp_path)

@@ -93,14 +93,20 @@ def test_run_killed_after_an_epoch_resumes_under_ddp(runs):
         assert resumed["test_result"][metric] == pytest.approx(uninterrupted["test_result"][metric], abs=1e-4), metric
 
 
-@pytest.mark.parametrize("model, settings", [
-    ("BPR", {"epochs": 3}),
-    ("AlphaRec", {"epochs": 2, "mlp_hidden_size": 64, "embedding_size": 32, "n_negatives": 32,
-                  "train_batch_size": 2048}),
-])
+@pytest.mark.parametrize(
+    "model, settings",
+    [
+        ("BPR", {"epochs": 3}),
+        (
+            "AlphaRec",
+            {"epochs": 2, "mlp_hidden_size": 64, "embedding_size": 32, "n_negatives": 32, "train_batch_size": 2048},
+        ),
+    ],
+)
 def test_other_models_train_with_two_gloo_processes(workdir, model, settings):
     """RecBole's own trainer (BPR) and AlphaRec's (MiniLM vectors, LightGCN, InfoNCE) under DDP."""
-    result = ddp(model, {**settings, "show_progress": False, "state": "WARNING",
-                         "embedding_cache_dir": str(workdir / "cache")})
+    result = ddp(
+        model, {**settings, "show_progress": False, "state": "WARNING", "embedding_cache_dir": str(workdir / "cache")}
+    )
     assert result["nproc"] == 2
     assert result["test_result"]["ndcg@10"] > 0.05  # a trained ranking, not a random one

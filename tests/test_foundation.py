@@ -65,7 +65,11 @@ def test_cli_overrides_are_typed():
     from recbole_cllm4rec.quick_start import parse_overrides
 
     assert parse_overrides(["--learning_rate=0.01", "--topk=[10,20]", "--x=true", "--s=abc"]) == {
-        "learning_rate": 0.01, "topk": [10, 20], "x": True, "s": "abc"}
+        "learning_rate": 0.01,
+        "topk": [10, 20],
+        "x": True,
+        "s": "abc",
+    }
 
 
 def test_ml100k_runs_offline_and_checkpoint_reloads_through_recbole(workdir):
@@ -87,8 +91,9 @@ def test_ml100k_runs_offline_and_checkpoint_reloads_through_recbole(workdir):
 
 def test_compare_writes_a_side_by_side_table(workdir):
     results_file = workdir / "results" / "ml-100k.md"
-    results, table = recbole_cllm4rec.compare(["Pop", "ItemKNN"], "ml-100k", config_dict=QUICK,
-                                              results_file=str(results_file))
+    results, table = recbole_cllm4rec.compare(
+        ["Pop", "ItemKNN"], "ml-100k", config_dict=QUICK, results_file=str(results_file)
+    )
     assert [r["model"] for r in results] == ["Pop", "ItemKNN"]
     text = results_file.read_text()
     assert "| Pop |" in text and "| ItemKNN |" in text and "Protocol:" in text and "peak RSS" in text

@@ -33,8 +33,9 @@ def internal_imports(path):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             # ``from recbole_cllm4rec import compat`` imports the module recbole_cllm4rec.compat
-            names = [f"{node.module}.{a.name}" if node.module == "recbole_cllm4rec" else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if node.module == "recbole_cllm4rec" else node.module for a in node.names
+            ]
         else:
             continue
         yield from (n for n in names if n.startswith("recbole_cllm4rec"))

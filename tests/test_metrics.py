@@ -12,10 +12,12 @@ from recbole_cllm4rec.evaluator import TRecall, register_metrics
 # Two users, top-5 lists. 1 marks a test item at that rank; the last column is |test items|.
 #   user 0: hits at ranks 1 and 3, 2 test items
 #   user 1: hits at ranks 2, 3, 4, 10 test items
-TOPK_MATRIX = torch.tensor([
-    [1, 0, 1, 0, 0, 2],
-    [0, 1, 1, 1, 0, 10],
-])
+TOPK_MATRIX = torch.tensor(
+    [
+        [1, 0, 1, 0, 0, 2],
+        [0, 1, 1, 1, 0, 10],
+    ]
+)
 
 # TRecall@K = hits in top K / min(K, |T|), worked out by hand:
 #   user 0: K=1: 1/1  K=2: 1/2  K=3: 2/2  K=5: 2/2
@@ -58,10 +60,12 @@ def config(monkeypatch):
     register_metrics()
     register_metrics()  # a second call must be harmless
     monkeypatch.setattr(sys, "argv", sys.argv[:1])  # RecBole's Config would parse pytest's flags
-    return Config(model="Pop", dataset="amazon-sample",
-                  config_file_list=["properties/dataset/amazon-sample.yaml"],
-                  config_dict={"metrics": ["Recall", "TRecall", "NDCG"], "topk": [1, 2, 3, 5],
-                               "metric_decimal_place": 6})
+    return Config(
+        model="Pop",
+        dataset="amazon-sample",
+        config_file_list=["properties/dataset/amazon-sample.yaml"],
+        config_dict={"metrics": ["Recall", "TRecall", "NDCG"], "topk": [1, 2, 3, 5], "metric_decimal_place": 6},
+    )
 
 
 def test_registered_metric_is_computed_by_recbole_evaluator(config):
@@ -82,9 +86,12 @@ def test_unregistered_name_is_still_rejected(config):
     from recbole.config import Config
 
     with pytest.raises(NotImplementedError, match="no metric named 'TRecal'"):
-        Config(model="Pop", dataset="amazon-sample",
-               config_file_list=["properties/dataset/amazon-sample.yaml"],
-               config_dict={"metrics": ["TRecal"]})
+        Config(
+            model="Pop",
+            dataset="amazon-sample",
+            config_file_list=["properties/dataset/amazon-sample.yaml"],
+            config_dict={"metrics": ["TRecal"]},
+        )
 
 
 def test_trecall_equals_recall_when_test_sets_fit_in_k():

@@ -99,8 +99,9 @@ def test_evaluate_refuses_another_runs_checkpoint(workdir):
     from recbole_cllm4rec.registry import get_trainer
 
     first = bpr(epochs=1)
-    other = bpr({"eval_args": {"split": {"RS": [0.7, 0.2, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}},
-                epochs=1)
+    other = bpr(
+        {"eval_args": {"split": {"RS": [0.7, 0.2, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}}, epochs=1
+    )
     config, model, _, _, _, test = load_data_and_model(first["model_file"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     assert trainer.evaluate(test, model_file=first["model_file"])
@@ -137,10 +138,12 @@ def test_cllm4rec_killed_in_finetuning_goes_on_as_if_never_stopped(workdir):
     assert "collaborative" not in resumed["stages"] and resumed["stages"]["recommend"]["epochs"] == 2
     flat = lambda losses: [x for pair in losses for x in pair]  # noqa: E731
     assert flat(resumed["stages"]["recommend"]["losses"]) == pytest.approx(
-        flat(whole["stages"]["recommend"]["losses"][1:]), rel=1e-4)
+        flat(whole["stages"]["recommend"]["losses"][1:]), rel=1e-4
+    )
     assert resumed["test_result"] == pytest.approx(whole["test_result"], abs=1e-4)
-    rc, reused, err = faults.run_child(str(workdir), "CLLM4Rec", "amazon-sample",
-                                       dict(config, epochs=1, pretrained_file=pretrained[0]))
+    rc, reused, err = faults.run_child(
+        str(workdir), "CLLM4Rec", "amazon-sample", dict(config, epochs=1, pretrained_file=pretrained[0])
+    )
     assert rc == 0 and "collaborative" not in reused["stages"], err[-2000:]  # pretrained_file loads
 
 
@@ -164,8 +167,10 @@ def test_compare_writes_each_row_and_a_failed_models_reason(workdir):
 
     results_file = workdir / "results" / "cmp.md"
     write = _writer(str(results_file), "amazon-sample: Pop, Broken", ["(test)"])
-    jobs = [("Pop", ("Pop", "amazon-sample", None, dict(BPR), True)),
-            ("Broken", ("NoSuchModel", "amazon-sample", None, dict(BPR), True))]
+    jobs = [
+        ("Pop", ("Pop", "amazon-sample", None, dict(BPR), True)),
+        ("Broken", ("NoSuchModel", "amazon-sample", None, dict(BPR), True)),
+    ]
     results = _run_isolated(jobs, on_result=write)
     text = results_file.read_text()
     assert "| Pop | 0." in text and "Protocol: dataset amazon-sample" in text
@@ -176,8 +181,9 @@ def test_compare_writes_each_row_and_a_failed_models_reason(workdir):
 def test_compare_refuses_an_unwritable_results_file_before_training(workdir):
     (workdir / "a_file").write_text("x")
     with pytest.raises(recbole_cllm4rec.ConfigFileError, match="cannot be written"):
-        recbole_cllm4rec.compare(["Pop"], "amazon-sample", config_dict=dict(BPR),
-                                 results_file=str(workdir / "a_file" / "x.md"))
+        recbole_cllm4rec.compare(
+            ["Pop"], "amazon-sample", config_dict=dict(BPR), results_file=str(workdir / "a_file" / "x.md")
+        )
     assert not os.path.exists(workdir / "saved")
 
 
@@ -186,7 +192,8 @@ def test_unguarded_compare_script_stops_with_a_message(workdir):
     script = workdir / "cmp.py"
     script.write_text(
         f"import sys\nsys.path.insert(0, {ROOT!r})\nimport recbole_cllm4rec\n"
-        f"recbole_cllm4rec.compare(['Pop'], 'amazon-sample', config_dict={dict(BPR)!r}, results_file='x.md')\n")
+        f"recbole_cllm4rec.compare(['Pop'], 'amazon-sample', config_dict={dict(BPR)!r}, results_file='x.md')\n"
+    )
     proc = subprocess.run([sys.executable, str(script)], cwd=workdir, capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0
     assert "without a main guard" in proc.stderr and 'if __name__ == "__main__"' in proc.stderr
@@ -196,8 +203,8 @@ def test_unguarded_compare_script_stops_with_a_message(workdir):
 def test_readme_compare_example_is_guarded():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()
-    example = readme[readme.index("From Python:"):]
-    example = example[:example.index("```\n", example.index("```python") + 10)]
+    example = readme[readme.index("From Python:") :]
+    example = example[: example.index("```\n", example.index("```python") + 10)]
     assert 'if __name__ == "__main__":' in example
     assert example.index('if __name__ == "__main__":') < example.index("compare(")
 
@@ -286,9 +293,21 @@ def test_cli_refuses_a_crafted_resume_file_in_one_line(workdir):
     crafted = workdir / "crafted.pth"
     torch.save({"state_dict": {}, "epoch": 0, "config": _Payload(marker)}, crafted)
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run_recbole.py"), "--model=BPR", "--dataset=amazon-sample",
-         f"--data_path={faults.DATA}", "--epochs=1", "--state=WARNING", f"--resume_file={crafted}"],
-        cwd=workdir, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            os.path.join(ROOT, "run_recbole.py"),
+            "--model=BPR",
+            "--dataset=amazon-sample",
+            f"--data_path={faults.DATA}",
+            "--epochs=1",
+            "--state=WARNING",
+            f"--resume_file={crafted}",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: refusing to load") and "Traceback" not in proc.stderr
     assert not marker.exists() and not saved_files(workdir)

@@ -40,8 +40,13 @@ def rows(n_users=20, per_user=6, n_items=15, seed=0):
 
 
 def run_cli(workdir, *args, timeout=180):
-    cmd = [sys.executable, os.path.join(ROOT, "run_recbole.py"), *args, "--show_progress=False",
-           f"--checkpoint_dir={workdir / 'saved'}"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "run_recbole.py"),
+        *args,
+        "--show_progress=False",
+        f"--checkpoint_dir={workdir / 'saved'}",
+    ]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
@@ -99,13 +104,12 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
 
 def test_cli_short_rows_are_counted_and_warned(tmp_path):
     lines = [HEADER] + rows()
-    lines[3] = "u1\ti3"       # rating and timestamp missing
-    lines[9] = "u2"           # no item
+    lines[3] = "u1\ti3"  # rating and timestamp missing
+    lines[9] = "u2"  # no item
     path = write_dataset(tmp_path, "short", lines)
     config = tmp_path / "load.yaml"
     config.write_text(LOAD_ALL)
-    proc = run_cli(tmp_path, "--model=Pop", "--dataset=short", f"--data_path={path}",
-                   f"--config_files={config}")
+    proc = run_cli(tmp_path, "--model=Pop", "--dataset=short", f"--data_path={path}", f"--config_files={config}")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "short.inter: 2 of 120 rows have fewer columns than its header (4; first at line 4)" in output
@@ -193,13 +197,16 @@ def test_every_shipped_property_file_passes():
             validation.check_values(model, yaml.safe_load(f) or {}, where=f"{path}: ")
 
 
-@pytest.mark.parametrize("metrics,topk,valid,message", [
-    (["Recall", "NDCG"], [10], "MRR@10", "MRR@10 is not among metrics"),
-    (["Recall", "NDCG"], [10, 20], "NDCG@5", "needs a cut-off among topk [10, 20]"),
-    (["Recall", "NDCG"], [10], "NDCG", "needs a cut-off"),
-    (["Recall", "RMSE"], [10], "Recall@10", "mix ranking metrics and value metrics"),
-    (["Recall"], [10], "", "must name one of the metrics"),
-])
+@pytest.mark.parametrize(
+    "metrics,topk,valid,message",
+    [
+        (["Recall", "NDCG"], [10], "MRR@10", "MRR@10 is not among metrics"),
+        (["Recall", "NDCG"], [10, 20], "NDCG@5", "needs a cut-off among topk [10, 20]"),
+        (["Recall", "NDCG"], [10], "NDCG", "needs a cut-off"),
+        (["Recall", "RMSE"], [10], "Recall@10", "mix ranking metrics and value metrics"),
+        (["Recall"], [10], "", "must name one of the metrics"),
+    ],
+)
 def test_metric_settings_must_agree(metrics, topk, valid, message):
     with pytest.raises(ConfigValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validation.check_metrics(metrics, topk, valid)
@@ -227,8 +234,9 @@ def test_bad_yaml_config_file_is_one_line(tmp_path):
 def test_compare_checks_every_model_before_training_any(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigValueError, match="did you mean 'epochs'"):
-        recbole_cllm4rec.compare(["Pop", "ItemKNN"], "ml-100k", config_dict={"epoch": 1},
-                                 results_file=str(tmp_path / "r.md"))
+        recbole_cllm4rec.compare(
+            ["Pop", "ItemKNN"], "ml-100k", config_dict={"epoch": 1}, results_file=str(tmp_path / "r.md")
+        )
     assert not (tmp_path / "saved").exists() and not (tmp_path / "r.md").exists()
 
 
@@ -289,7 +297,8 @@ def test_split_with_nothing_to_validate_is_an_error_before_training(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     data_path = write_dataset(tmp_path, "two", [HEADER] + rows(per_user=2))
     config = recbole_cllm4rec.quick_start.build_config(
-        "Pop", "two", config_dict={"data_path": data_path, "state": "WARNING", "show_progress": False})
+        "Pop", "two", config_dict={"data_path": data_path, "state": "WARNING", "show_progress": False}
+    )
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     with pytest.raises(DatasetSplitError, match="valid split of dataset 'two' is empty.*at most 2"):
@@ -332,9 +341,22 @@ def test_next_conversion_removes_stale_partial_folders(tmp_path):
     from recbole_cllm4rec.data.convert import Converter
 
     reviews = tmp_path / "r.json"
-    reviews.write_text("".join(
-        json.dumps({"reviewerID": f"u{u}", "asin": f"i{i}", "overall": 5.0, "unixReviewTime": 1_400_000_000 + i,
-                    "reviewText": "fine"}) + "\n" for u in range(6) for i in range(6)))
+    reviews.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "reviewerID": f"u{u}",
+                    "asin": f"i{i}",
+                    "overall": 5.0,
+                    "unixReviewTime": 1_400_000_000 + i,
+                    "reviewText": "fine",
+                }
+            )
+            + "\n"
+            for u in range(6)
+            for i in range(6)
+        )
+    )
     out = tmp_path / "out"
     killed = out / ".ds.partial-abc123"
     killed.mkdir(parents=True)

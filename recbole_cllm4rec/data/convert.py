@@ -89,11 +89,16 @@ class FileStats:
             self.examples.append(f"line {lineno}: {reason}")
 
     def as_dict(self):
-        return {"file": os.path.basename(self.path), "lines": self.lines,
-                "malformed": self.malformed, "malformed_examples": self.examples}
+        return {
+            "file": os.path.basename(self.path),
+            "lines": self.lines,
+            "malformed": self.malformed,
+            "malformed_examples": self.examples,
+        }
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def _open_binary(path):
     """Open ``path`` for binary reading; return (decompressed stream, raw file for tell())."""
@@ -130,8 +135,10 @@ def iter_lines(path, stats, progress=True, desc=None):
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True,
-                   desc=desc or os.path.basename(path), file=sys.stderr)
+
+        bar = tqdm(
+            total=os.path.getsize(path), unit="B", unit_scale=True, desc=desc or os.path.basename(path), file=sys.stderr
+        )
     lineno, tail = 0, b""
     try:
         for chunk in _chunks(stream, raw, bar):
@@ -148,8 +155,8 @@ def iter_lines(path, stats, progress=True, desc=None):
         stats.lines = lineno
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ConversionError(
-            f"{path} is truncated or not a valid gzip file after line {stats.lines} ({exc}); "
-            "download it again") from exc
+            f"{path} is truncated or not a valid gzip file after line {stats.lines} ({exc}); download it again"
+        ) from exc
     finally:
         if bar is not None:
             bar.close()
@@ -192,15 +199,19 @@ def parse_amazon_review(line):
     obj = _json_decode(line.decode("utf-8"))
     # Some reviews have no body; the one-line summary is the only text they carry.
     text = _text(obj.get("reviewText")) or _text(obj.get("summary"))
-    return (_token(obj, "reviewerID"), _token(obj, "asin"), _number(obj, "overall"),
-            _number(obj, "unixReviewTime"), text)
+    return (
+        _token(obj, "reviewerID"),
+        _token(obj, "asin"),
+        _number(obj, "overall"),
+        _number(obj, "unixReviewTime"),
+        text,
+    )
 
 
 def parse_yelp_review(line):
     obj = _json_decode(line.decode("utf-8"))
     stamp = datetime.fromisoformat(obj["date"]).replace(tzinfo=timezone.utc).timestamp()
-    return (_token(obj, "user_id"), _token(obj, "business_id"), _number(obj, "stars"),
-            stamp, _text(obj.get("text")))
+    return (_token(obj, "user_id"), _token(obj, "business_id"), _number(obj, "stars"), stamp, _text(obj.get("text")))
 
 
 def _flatten(value):
@@ -250,14 +261,17 @@ class Source:
 
 
 SOURCES = {
-    "amazon": Source("amazon", parse_amazon_review, parse_amazon_meta, _ASIN_RE,
-                     ("title", "brand", "categories", "description")),
-    "yelp": Source("yelp", parse_yelp_review, parse_yelp_business, _BUSINESS_RE,
-                   ("name", "categories", "city", "state")),
+    "amazon": Source(
+        "amazon", parse_amazon_review, parse_amazon_meta, _ASIN_RE, ("title", "brand", "categories", "description")
+    ),
+    "yelp": Source(
+        "yelp", parse_yelp_review, parse_yelp_business, _BUSINESS_RE, ("name", "categories", "city", "state")
+    ),
 }
 
 
 # ----------------------------------------------------------------------------- filtering
+
 
 def latest_per_pair(users, items, stamps):
     """Boolean mask keeping, for each (user, item) pair, its most recent row (later line on ties)."""
@@ -290,6 +304,7 @@ def kcore(users, items, keep, k):
 
 # ----------------------------------------------------------------------------- writing
 
+
 def clean_field(value, max_chars):
     """One-line, quote-free, bounded text that RecBole's tab-separated reader parses verbatim."""
     value = _TAG_RE.sub(" ", html.unescape(value)).replace('"', "'")
@@ -298,7 +313,7 @@ def clean_field(value, max_chars):
         value = value.encode("utf-8", "replace").decode("utf-8")  # drop lone surrogates
     if len(value) > max_chars:
         cut = value.rfind(" ", 0, max_chars + 1)
-        value = value[:cut if cut > max_chars // 2 else max_chars].rstrip()
+        value = value[: cut if cut > max_chars // 2 else max_chars].rstrip()
     return value
 
 
@@ -347,8 +362,20 @@ def _replace_dir(tmp_dir, dest, overwrite):
 class Converter:
     """One conversion run. ``convert()`` is the entry point; see the module docstring."""
 
-    def __init__(self, source, reviews, meta, output_dir, name, min_rating=4.0, kcore=5,
-                 max_item_chars=300, overwrite=False, progress=True, log=print):
+    def __init__(
+        self,
+        source,
+        reviews,
+        meta,
+        output_dir,
+        name,
+        min_rating=4.0,
+        kcore=5,
+        max_item_chars=300,
+        overwrite=False,
+        progress=True,
+        log=print,
+    ):
         self.source = SOURCES[source] if isinstance(source, str) else source
         self.reviews = reviews
         self.meta = meta
@@ -408,8 +435,10 @@ class Converter:
                 continue
             shutil.rmtree(path, ignore_errors=True)
         if removed:
-            self.log(f"removed {len(removed)} unfinished folder(s) of earlier killed conversions of "
-                     f"{self.name} in {self.output_dir}: {', '.join(sorted(removed))}")
+            self.log(
+                f"removed {len(removed)} unfinished folder(s) of earlier killed conversions of "
+                f"{self.name} in {self.output_dir}: {', '.join(sorted(removed))}"
+            )
 
     def _path(self, folder, suffix):
         return os.path.join(folder, f"{self.name}.{suffix}")
@@ -425,23 +454,28 @@ class Converter:
         if not keep.any():
             raise ConversionError(
                 f"no interaction survives rating >= {self.min_rating} and the {self.k}-core filter; "
-                "check the input files or lower --min-rating / --kcore")
+                "check the input files or lower --min-rating / --kcore"
+            )
 
         kept_items = np.unique(items[keep])
         wanted = {item_tokens[i]: i for i in kept_items}
         meta = self._read_meta(wanted, counts) if self.meta else {}
-        self._write_inter(self._path(folder, "inter"), keep, users, items, ratings, stamps,
-                          user_tokens, item_tokens)
+        self._write_inter(self._path(folder, "inter"), keep, users, items, ratings, stamps, user_tokens, item_tokens)
         self._write_item(self._path(folder, "item"), items[keep], item_tokens, meta, counts)
         counts["reviews_written"] = self._write_reviews(
-            text_path, self._path(folder, "review"), keep, users, items, user_tokens, item_tokens)
+            text_path, self._path(folder, "review"), keep, users, items, user_tokens, item_tokens
+        )
         os.remove(text_path)
 
-        counts.update(users=len(np.unique(users[keep])), items=len(kept_items),
-                      interactions=int(keep.sum()))
+        counts.update(users=len(np.unique(users[keep])), items=len(kept_items), interactions=int(keep.sum()))
         self.summary.update(
-            dataset=self.name, format=self.source.kind, min_rating=self.min_rating,
-            kcore=self.k, max_item_chars=self.max_item_chars, counts=counts)
+            dataset=self.name,
+            format=self.source.kind,
+            min_rating=self.min_rating,
+            kcore=self.k,
+            max_item_chars=self.max_item_chars,
+            counts=counts,
+        )
         with open(self._path(folder, "convert.json"), "w", encoding="utf-8") as f:
             json.dump(self.summary, f, indent=2)
 
@@ -477,9 +511,15 @@ class Converter:
         # Index -> token tables; the dicts are dropped so only one copy of each token stays alive.
         user_tokens, item_tokens = list(user_ids), list(item_ids)
         del user_ids, item_ids
-        return (np.frombuffer(users, dtype=np.int32), np.frombuffer(items, dtype=np.int32),
-                np.frombuffer(ratings, dtype=np.float32), np.frombuffer(stamps, dtype=np.float64),
-                user_tokens, item_tokens, counts)
+        return (
+            np.frombuffer(users, dtype=np.int32),
+            np.frombuffer(items, dtype=np.int32),
+            np.frombuffer(ratings, dtype=np.float32),
+            np.frombuffer(stamps, dtype=np.float64),
+            user_tokens,
+            item_tokens,
+            counts,
+        )
 
     def _read_meta(self, wanted, counts):
         """Item fields for the kept items only; the first record of an item wins."""
@@ -511,8 +551,10 @@ class Converter:
         with open(path, "w", encoding="utf-8") as f:
             f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
             for row in np.flatnonzero(keep):
-                f.write(f"{user_tokens[users[row]]}\t{item_tokens[items[row]]}\t"
-                        f"{float(ratings[row]):g}\t{int(stamps[row])}\n")
+                f.write(
+                    f"{user_tokens[users[row]]}\t{item_tokens[items[row]]}\t"
+                    f"{float(ratings[row]):g}\t{int(stamps[row])}\n"
+                )
 
     def _write_item(self, path, kept_item_rows, item_tokens, meta, counts):
         fields = self.source.item_fields
@@ -542,41 +584,60 @@ class Converter:
 
     def _print_summary(self):
         counts = self.summary["counts"]
-        self.log(f"Wrote {self.dest}: {counts['users']} users, {counts['items']} items, "
-                 f"{counts['interactions']} interactions, {counts['reviews_written']} reviews.")
-        self.log(f"  kept rating >= {self.min_rating:g}: {counts['below_min_rating']} reviews below it; "
-                 f"{counts['duplicates_removed']} repeated (user, item) reviews dropped; "
-                 f"{counts['kcore_removed']} interactions removed by the {self.k}-core filter.")
+        self.log(
+            f"Wrote {self.dest}: {counts['users']} users, {counts['items']} items, "
+            f"{counts['interactions']} interactions, {counts['reviews_written']} reviews."
+        )
+        self.log(
+            f"  kept rating >= {self.min_rating:g}: {counts['below_min_rating']} reviews below it; "
+            f"{counts['duplicates_removed']} repeated (user, item) reviews dropped; "
+            f"{counts['kcore_removed']} interactions removed by the {self.k}-core filter."
+        )
         if "items_without_metadata" in counts:
             self.log(f"  {counts['items_without_metadata']} kept items have no metadata record.")
         for key in ("reviews_file", "meta_file"):
             stats = self.summary.get(key)
             if stats and stats["malformed"]:
-                self.log(f"  {stats['file']}: skipped {stats['malformed']} malformed of "
-                         f"{stats['lines']} lines, e.g. " + "; ".join(stats["malformed_examples"]))
+                self.log(
+                    f"  {stats['file']}: skipped {stats['malformed']} malformed of "
+                    f"{stats['lines']} lines, e.g. " + "; ".join(stats["malformed_examples"])
+                )
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m recbole_cllm4rec.data.convert",
         description="Convert raw Amazon (2014/2018) or Yelp dumps to RecBole atomic files "
-                    "plus a <name>.review side file with the review texts.")
+        "plus a <name>.review side file with the review texts.",
+    )
     sub = parser.add_subparsers(dest="source", required=True)
     for kind, meta_flag, meta_help in (
-            ("amazon", "--meta", "meta_<Category>.json[.gz] (2014 Python-literal or 2018 JSON lines)"),
-            ("yelp", "--business", "yelp_academic_dataset_business.json")):
+        ("amazon", "--meta", "meta_<Category>.json[.gz] (2014 Python-literal or 2018 JSON lines)"),
+        ("yelp", "--business", "yelp_academic_dataset_business.json"),
+    ):
         p = sub.add_parser(kind, help=f"convert the {kind} review dump")
         p.add_argument("--reviews", required=True, help="review file, JSON lines, gzip or plain")
         p.add_argument(meta_flag, dest="meta", default=None, help=f"item metadata: {meta_help}")
         p.add_argument("--name", required=True, help="dataset name (RecBole's `dataset`)")
         p.add_argument("--output-dir", default="dataset", help="folder that receives <name>/ (default: dataset)")
-        p.add_argument("--min-rating", type=float, default=4.0,
-                       help="keep reviews with rating >= this (default 4: the paper's 'rating > 3'); "
-                            "0 keeps all")
-        p.add_argument("--kcore", type=int, default=5,
-                       help="iterate until every user and item has >= k interactions (default 5; 0 disables)")
-        p.add_argument("--max-item-chars", type=int, default=300,
-                       help="cut each .item text field to this many characters (default 300)")
+        p.add_argument(
+            "--min-rating",
+            type=float,
+            default=4.0,
+            help="keep reviews with rating >= this (default 4: the paper's 'rating > 3'); 0 keeps all",
+        )
+        p.add_argument(
+            "--kcore",
+            type=int,
+            default=5,
+            help="iterate until every user and item has >= k interactions (default 5; 0 disables)",
+        )
+        p.add_argument(
+            "--max-item-chars",
+            type=int,
+            default=300,
+            help="cut each .item text field to this many characters (default 300)",
+        )
         p.add_argument("--overwrite", action="store_true", help="replace an existing <output-dir>/<name>")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
@@ -584,10 +645,18 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    converter = Converter(args.source, args.reviews, args.meta, args.output_dir, args.name,
-                          min_rating=args.min_rating, kcore=args.kcore,
-                          max_item_chars=args.max_item_chars, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+    converter = Converter(
+        args.source,
+        args.reviews,
+        args.meta,
+        args.output_dir,
+        args.name,
+        min_rating=args.min_rating,
+        kcore=args.kcore,
+        max_item_chars=args.max_item_chars,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     try:
         converter.convert()
     except ConversionError as exc:

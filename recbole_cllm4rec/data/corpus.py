@@ -46,7 +46,7 @@ def training_histories(dataset):
     order = np.lexsort((items, users))
     users, items = users[order], items[order]
     bounds = np.searchsorted(users, np.arange(dataset.user_num + 1))
-    return [items[bounds[u]:bounds[u + 1]] for u in range(dataset.user_num)]
+    return [items[bounds[u] : bounds[u + 1]] for u in range(dataset.user_num)]
 
 
 class CorpusBuilder:
@@ -225,6 +225,9 @@ class CorpusBuilder:
             if user is None or item is None or (user, item) not in training_pairs:
                 continue  # a validation/test pair, or filtered out: never in any corpus
             body = text.format(review=review)
-            docs.append(Document(self._prompt_from_template(prompt, user=user, item=item),
-                                 self._text_ids(body), user=user, item=item))
+            docs.append(
+                Document(
+                    self._prompt_from_template(prompt, user=user, item=item), self._text_ids(body), user=user, item=item
+                )
+            )
         return docs

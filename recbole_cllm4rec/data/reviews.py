@@ -45,7 +45,8 @@ def iter_reviews(path):
                 raise ValueError(
                     f"{path}, line {lineno}: expected a JSON object with string fields "
                     f"{', '.join(REVIEW_KEYS)} ({type(exc).__name__}: {exc}). Regenerate the file with "
-                    "`python -m recbole_cllm4rec.data.convert ... --overwrite`.") from None
+                    "`python -m recbole_cllm4rec.data.convert ... --overwrite`."
+                ) from None
             yield row
 
 

@@ -25,8 +25,7 @@ def _field_strings(dataset, field, values):
         vocab = np.asarray(dataset.field2id_token[field])
         return [" ".join(vocab[row[row > 0]]) for row in values]
     if ftype == FeatureType.FLOAT:
-        return ["" if np.isnan(v) else (str(int(v)) if float(v).is_integer() else f"{v:g}")
-                for v in values]
+        return ["" if np.isnan(v) else (str(int(v)) if float(v).is_integer() else f"{v:g}") for v in values]
     return [" ".join(f"{x:g}" for x in row) for row in values]  # FLOAT_SEQ
 
 

@@ -71,8 +71,7 @@ def resolve_llm(llm_path):
     if llm_path.endswith(".gguf"):
         if not os.path.isfile(llm_path):
             raise BackboneError(f"GGUF file '{llm_path}' does not exist")
-        return BackboneSource(llm_path, os.path.dirname(os.path.abspath(llm_path)),
-                              os.path.basename(llm_path))
+        return BackboneSource(llm_path, os.path.dirname(os.path.abspath(llm_path)), os.path.basename(llm_path))
     if os.path.isdir(llm_path):
         return BackboneSource(llm_path, llm_path)
     return BackboneSource(llm_path, llm_path)  # a hub id, resolved by transformers
@@ -97,9 +96,7 @@ def _load_pretrained(folder, gguf_file, dtype):
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype, output_loading_info=True, **kwargs
-    )
+    model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, output_loading_info=True, **kwargs)
     # The authors' code loaded GPT-2 with strict=False and could silently train on a random
     # backbone; refuse any checkpoint that left weights at their random initialisation.
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
@@ -138,9 +135,14 @@ def tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
         initializer_range=0.5,  # logits with a usable range: at 0.02 every text is ~uniform
     )
     generator_state = torch.random.get_rng_state()
@@ -284,7 +286,7 @@ class LowRankAdapter(torch.nn.Module):
             n_in, n_out = projection.weight.shape
         else:
             raise BackboneError(f"LoRA supports Linear and GPT-2 Conv1D projections, not {type(projection).__name__}")
-        self.lora_A = torch.nn.Parameter(torch.randn(rank, n_in) / n_in ** 0.5)
+        self.lora_A = torch.nn.Parameter(torch.randn(rank, n_in) / n_in**0.5)
         self.lora_B = torch.nn.Parameter(torch.zeros(n_out, rank))
         self.scale = alpha / rank
         self.active = False

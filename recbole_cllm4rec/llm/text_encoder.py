@@ -67,8 +67,17 @@ def _sentence_transformers_pooling(folder):
 class TextEncoder:
     """Embed texts with a frozen model; the model is loaded on the first cache miss only."""
 
-    def __init__(self, name=DEFAULT_ENCODER, pooling="auto", normalize=None, max_length=64,
-                 batch_size=64, cache_dir=None, device="cpu", show_progress=False):
+    def __init__(
+        self,
+        name=DEFAULT_ENCODER,
+        pooling="auto",
+        normalize=None,
+        max_length=64,
+        batch_size=64,
+        cache_dir=None,
+        device="cpu",
+        show_progress=False,
+    ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling '{pooling}' is not one of {POOLINGS}")
         self.name = name
@@ -85,8 +94,9 @@ class TextEncoder:
         if normalize is None:
             normalize = bool(declared and declared[1])
         if self.causal != (pooling == "last"):
-            raise ValueError(f"pooling '{pooling}' does not fit '{name}': causal LMs take 'last', "
-                             f"encoders 'mean', 'cls' or 'max'")
+            raise ValueError(
+                f"pooling '{pooling}' does not fit '{name}': causal LMs take 'last', encoders 'mean', 'cls' or 'max'"
+            )
         self.pooling, self.normalize = pooling, normalize
         self._model = self._tokenizer = None
 
@@ -119,8 +129,13 @@ class TextEncoder:
                     stat = os.stat(path)
                     files.append([n, stat.st_size, stat.st_mtime_ns])
         location = os.path.abspath(folder) if os.path.isdir(folder) else folder
-        return {"encoder": location, "files": files, "pooling": self.pooling,
-                "normalize": self.normalize, "max_length": self.max_length}
+        return {
+            "encoder": location,
+            "files": files,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+        }
 
     def cache_path(self, texts):
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode())
@@ -140,7 +155,9 @@ class TextEncoder:
             if problem is None:
                 logger.info("text embeddings of %d texts loaded from %s", len(texts), path)
                 return torch.from_numpy(vectors)
-            logger.warning("text embedding cache %s is corrupt (%s): removed, the embeddings are rebuilt", path, problem)
+            logger.warning(
+                "text embedding cache %s is corrupt (%s): removed, the embeddings are rebuilt", path, problem
+            )
             try:
                 os.remove(path)
             except OSError:
@@ -158,8 +175,12 @@ class TextEncoder:
             vectors = np.load(path, allow_pickle=False)
         except Exception as err:  # truncated header, garbage bytes, a pickle: all unreadable here
             return None, f"unreadable: {type(err).__name__}: {err}".replace("\n", " ")[:200]
-        if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.shape[0] != n_texts \
-                or vectors.shape[1] == 0:
+        if (
+            not isinstance(vectors, np.ndarray)
+            or vectors.ndim != 2
+            or vectors.shape[0] != n_texts
+            or vectors.shape[1] == 0
+        ):
             return None, f"shape {getattr(vectors, 'shape', None)}, expected ({n_texts}, dim)"
         if vectors.dtype.kind != "f":
             return None, f"dtype {vectors.dtype}, expected float32"
@@ -199,12 +220,12 @@ class TextEncoder:
 
     def _tokenize(self, batch):
         if not self.causal:
-            return self._tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt")
+            return self._tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
         # Right-padded by hand so the start ids are ours and the last real token is known.
         start = text_start_ids(self._tokenizer)
-        rows = [(start + self._tokenizer(t, add_special_tokens=False)["input_ids"])[: self.max_length]
-                for t in batch]
+        rows = [(start + self._tokenizer(t, add_special_tokens=False)["input_ids"])[: self.max_length] for t in batch]
         ids, mask = pad_batch(rows, pad_id=0)
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
@@ -229,7 +250,7 @@ class TextEncoder:
         out = [None] * len(texts)
         starts = range(0, len(texts), self.batch_size)
         for s in tqdm(starts, desc=f"embedding texts ({self.name})", disable=not self.show_progress):
-            idx = order[s: s + self.batch_size]
+            idx = order[s : s + self.batch_size]
             inputs = {k: v.to(self.device) for k, v in self._tokenize([texts[i] for i in idx]).items()}
             hidden = self._model(**inputs).last_hidden_state.float()
             pooled = self._pool(hidden, inputs["attention_mask"])
@@ -238,4 +259,3 @@ class TextEncoder:
             for i, v in zip(idx, pooled.cpu()):
                 out[i] = v
         return torch.stack(out).numpy().astype(np.float32)
-

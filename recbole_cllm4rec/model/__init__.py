@@ -10,7 +10,9 @@ OUR_MODELS = {
     "TextKNN": "recbole_cllm4rec.model.textknn",
 }
 RECBOLE_MODEL_PACKAGES = [
-    "general_recommender", "context_aware_recommender", "sequential_recommender",
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
     "knowledge_aware_recommender",
 ]
 
@@ -48,6 +50,7 @@ def get_model(name):
     ours, theirs = available_models()
     if name in theirs:
         from recbole.utils import get_model as recbole_get_model
+
         return recbole_get_model(name)
     known = ours + theirs
     close = [n for n in known if n.lower() == name.lower()]

@@ -98,8 +98,7 @@ class AlphaRec(GeneralRecommender):
         if self.positive_sampling not in ("interaction", "user"):
             raise ValueError(f"positive_sampling must be 'interaction' or 'user', not '{self.positive_sampling}'")
         if self.item_representation not in ("language", "id"):
-            raise ValueError(f"item_representation must be 'language' or 'id', not "
-                             f"'{self.item_representation}'")
+            raise ValueError(f"item_representation must be 'language' or 'id', not '{self.item_representation}'")
 
         # Training split only: the graph, user means, negatives and history all come from it.
         interactions = dataset.inter_matrix(form="csr").astype(np.float32)
@@ -118,7 +117,9 @@ class AlphaRec(GeneralRecommender):
             self.register_buffer("negative_pool", torch.from_numpy(trained.astype(np.int64)), persistent=False)
         else:
             self.negative_pool = None
-        self.register_buffer("active_users", torch.from_numpy(np.flatnonzero(degrees).astype(np.int64)), persistent=False)
+        self.register_buffer(
+            "active_users", torch.from_numpy(np.flatnonzero(degrees).astype(np.int64)), persistent=False
+        )
         with warnings.catch_warnings():  # "CSR support is in beta": matmul is all we use
             warnings.simplefilter("ignore", UserWarning)
             adjacency = sparse_tensor(normalized_adjacency(interactions)).to_sparse_csr()
@@ -149,7 +150,7 @@ class AlphaRec(GeneralRecommender):
             input_size = config["id_embedding_size"]
             self.item_id_embedding = nn.Embedding(self.n_items, input_size)
             # Unit-norm on average, like the normalised language vectors it stands in for.
-            nn.init.normal_(self.item_id_embedding.weight, std=input_size ** -0.5)
+            nn.init.normal_(self.item_id_embedding.weight, std=input_size**-0.5)
             self.register_buffer("user_mean", sparse_tensor(row_mean_operator(interactions)), persistent=False)
 
         # Every buffer is derived from the training split on each rank alike; DDP must not
@@ -282,8 +283,10 @@ class AlphaRec(GeneralRecommender):
         excluded. Returns a ``[len(user_ids), k]`` LongTensor.
         """
         if self.encoder is None:
-            raise ValueError("recommend_with_intention needs item_representation: language; an "
-                             "ID-embedding model has no text space to put an intention in")
+            raise ValueError(
+                "recommend_with_intention needs item_representation: language; an "
+                "ID-embedding model has no text space to put an intention in"
+            )
         alpha = self.intention_alpha if alpha is None else alpha
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")

@@ -89,18 +89,25 @@ class CLLM4Rec(GeneralRecommender):
         depth = decoder_layer_count(self.backbone.base_model)
         self.readout_layers = config["readout_layers"]
         if self.readout_layers > depth:
-            raise ValueError(f"CLLM4Rec config 'readout_layers: {self.readout_layers}' exceeds the backbone's "
-                             f"{depth} layers; use 0 (all) or a number up to {depth}")
+            raise ValueError(
+                f"CLLM4Rec config 'readout_layers: {self.readout_layers}' exceeds the backbone's "
+                f"{depth} layers; use 0 (all) or a number up to {depth}"
+            )
         # LoRA on the layers the recommendation LM reads, active in its passes only: the
         # collaborative and content LMs keep the frozen backbone exactly as loaded.
         self.lora = nn.ModuleList()
         if config["lora_rank"]:
-            self.lora = attach_lora(self.backbone.base_model, self.readout_layers, config["lora_rank"],
-                                    config["lora_alpha"], list(config["lora_targets"]))
+            self.lora = attach_lora(
+                self.backbone.base_model,
+                self.readout_layers,
+                config["lora_rank"],
+                config["lora_alpha"],
+                list(config["lora_targets"]),
+            )
         hidden = self.backbone.config.hidden_size
         # Scaled dot product: the final-normed states have norm ~sqrt(hidden) x the norm's gain
         # (43 for SmolLM2), so raw dot products made each Adam step on a row move its logit by ~2.
-        self.logit_scale = hidden ** -0.5 if config["scaled_item_logits"] else 1.0
+        self.logit_scale = hidden**-0.5 if config["scaled_item_logits"] else 1.0
         self.user_collab, self.item_collab = self._tables(hidden, config["id_init_std"])
         self.user_content, self.item_content = self._tables(hidden, config["id_init_std"])
         self.user_rec, self.item_rec = self._tables(hidden, config["id_init_std"])
@@ -143,18 +150,24 @@ class CLLM4Rec(GeneralRecommender):
             "train_rec_user_rows": lambda v: isinstance(v, bool),
             "lora_rank": lambda v: isinstance(v, int) and v >= 0,
             "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
-            "lora_targets": lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v),
+            "lora_targets": lambda v: (
+                isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v)
+            ),
             "lora_learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
             "cold_item_rows": lambda v: v in ("trained", "content", "content_map"),
             "content_init": lambda v: v in ("random", "text"),
         }
         for key, ok in checks.items():
             if not ok(config[key]):
-                raise ValueError(f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
-                                 f"properties/model/CLLM4Rec.yaml for its meaning and range")
+                raise ValueError(
+                    f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
+                    f"properties/model/CLLM4Rec.yaml for its meaning and range"
+                )
         if config["cold_item_rows"] != "trained" and not config["use_content"] and config["content_init"] == "random":
-            raise ValueError(f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
-                             f"without the content LM: set use_content: True or content_init: text")
+            raise ValueError(
+                f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
+                f"without the content LM: set use_content: True or content_init: text"
+            )
 
     def _tables(self, hidden, std):
         users, items = nn.Embedding(self.n_users, hidden), nn.Embedding(self.n_items, hidden)
@@ -168,9 +181,11 @@ class CLLM4Rec(GeneralRecommender):
         return torch.log_softmax(torch.as_tensor(np.log1p(counts), dtype=torch.float32), 0)
 
     def tables(self, kind):
-        return {"collab": (self.user_collab, self.item_collab),
-                "content": (self.user_content, self.item_content),
-                "rec": (self.user_rec, self.item_rec)}[kind]
+        return {
+            "collab": (self.user_collab, self.item_collab),
+            "content": (self.user_content, self.item_content),
+            "rec": (self.user_rec, self.item_rec),
+        }[kind]
 
     def _tables_and_bias(self, kind):
         bias = [self.item_bias[kind]] if kind in self.item_bias else []
@@ -187,7 +202,9 @@ class CLLM4Rec(GeneralRecommender):
     def optimizer_groups(self, kind, adapter_learning_rate):
         """``parameters_of(kind)`` as optimiser groups: the adapters at their own learning rate."""
         adapters = self._adapters(kind)
-        return [{"params": self._tables_and_bias(kind)}] + ([{"params": adapters, "lr": adapter_learning_rate}] if adapters else [])
+        return [{"params": self._tables_and_bias(kind)}] + (
+            [{"params": adapters, "lr": adapter_learning_rate}] if adapters else []
+        )
 
     @torch.no_grad()
     def init_rec_from_collab(self):
@@ -227,8 +244,11 @@ class CLLM4Rec(GeneralRecommender):
         self.tokens_processed += int(mask.sum())
         embeds = self.embed(ids, kind)
         depth = 0 if kind == "content" else self.readout_layers
-        with self.autocast_context(), first_layers(self.backbone.base_model, depth), \
-                adapters_active(self.lora, kind == "rec"):
+        with (
+            self.autocast_context(),
+            first_layers(self.backbone.base_model, depth),
+            adapters_active(self.lora, kind == "rec"),
+        ):
             out = self.backbone.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state.float()
 
@@ -245,8 +265,7 @@ class CLLM4Rec(GeneralRecommender):
 
     def autocast_context(self):
         """The precision every backbone pass runs in (bf16 autocast where it is fast)."""
-        return torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
-                              enabled=self.autocast is not None)
+        return torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
 
     # ---- mutual regularisation ------------------------------------------------------------------
     @property
@@ -361,7 +380,9 @@ class CLLM4Rec(GeneralRecommender):
             target_weights[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0
             if self.finetune_target == "all" and self.masked_target_weight != 1.0:
                 hidden = np.setdiff1d(items, shown, assume_unique=True)
-                target_weights[row, torch.as_tensor(hidden, dtype=torch.long, device=self.device)] = self.masked_target_weight
+                target_weights[row, torch.as_tensor(hidden, dtype=torch.long, device=self.device)] = (
+                    self.masked_target_weight
+                )
         rec = -(torch.where(target_weights > 0, log_probs * target_weights, 0.0)).sum(1).mean()
         mr_items = [np.concatenate([v, t]) if self.mr_on_targets else v for v, t in zip(visible, targets)]
         mr_users = np.repeat(users, 2)  # user_u appears twice in the prompt
@@ -410,8 +431,11 @@ class CLLM4Rec(GeneralRecommender):
 
     def backbone_fingerprint(self):
         embedding = self.backbone.get_input_embeddings().weight
-        return {"llm_path": os.path.basename(str(self.llm_path)), "vocab_size": int(embedding.shape[0]),
-                "embedding_sum": round(float(embedding.double().sum()), 3)}
+        return {
+            "llm_path": os.path.basename(str(self.llm_path)),
+            "vocab_size": int(embedding.shape[0]),
+            "embedding_sum": round(float(embedding.double().sum()), 3),
+        }
 
     def other_parameter(self):
         # The random stream (masks, item order, batch order) goes along, so a resumed run
@@ -427,4 +451,3 @@ class CLLM4Rec(GeneralRecommender):
                 f"this checkpoint was trained on backbone {saved}, but the model was built on "
                 f"{self.backbone_fingerprint()}; set llm_path to the checkpoint's backbone"
             )
-

@@ -26,8 +26,10 @@ RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # times the mean squared feat
 def text_rows(model, dataset, template):
     """[n_items, hidden] mean token embedding of each item's text (zeros where it has none)."""
     if not template:
-        raise ValueError(f"content_init: text needs item texts, but dataset '{dataset.dataset_name}' has no "
-                         f"item_text template: set item_text in its yaml, or use content_init: random")
+        raise ValueError(
+            f"content_init: text needs item texts, but dataset '{dataset.dataset_name}' has no "
+            f"item_text template: set item_text in its yaml, or use content_init: random"
+        )
     embedding = model.backbone.get_input_embeddings().weight.detach()
     rows = torch.zeros(model.n_items, embedding.shape[1])
     for item, text in enumerate(entity_texts(dataset, "item", template)):
@@ -51,7 +53,7 @@ def fit_map(x, y, seed):
     x, y = x.double(), y.double()
     scale = x.pow(2).mean().item()
     order = np.random.default_rng(seed).permutation(len(x))
-    held, fit = order[: len(x) // 5], order[len(x) // 5:]
+    held, fit = order[: len(x) // 5], order[len(x) // 5 :]
     errors = []
     for factor in RIDGE_GRID:
         w, b = _ridge(x[fit], y[fit], factor * scale)

@@ -15,16 +15,20 @@ def item_text_vectors(config, dataset, model_name, hint=""):
         raise ValueError(
             f"{model_name} needs item texts, but dataset '{dataset.dataset_name}' has no "
             f"`item_text` template: set item_text in its yaml, e.g. "
-            f"item_text: \"{{title}}\" (fields in braces are .item columns listed under "
-            f"load_col: item){hint}")
+            f'item_text: "{{title}}" (fields in braces are .item columns listed under '
+            f"load_col: item){hint}"
+        )
     if not isinstance(template, str):  # yaml reads an unquoted {title} as a mapping
-        raise ValueError(f"item_text must be a string, got {template!r}: quote it in yaml, "
-                         f"item_text: \"{{title}}\"")
+        raise ValueError(f'item_text must be a string, got {template!r}: quote it in yaml, item_text: "{{title}}"')
     texts = entity_texts(dataset, "item", template)
     encoder = TextEncoder(
-        config["text_encoder"], pooling=config["text_pooling"], max_length=config["text_max_length"],
-        batch_size=config["text_batch_size"], cache_dir=config["embedding_cache_dir"],
-        device=config["device"], show_progress=config["show_progress"],
+        config["text_encoder"],
+        pooling=config["text_pooling"],
+        max_length=config["text_max_length"],
+        batch_size=config["text_batch_size"],
+        cache_dir=config["embedding_cache_dir"],
+        device=config["device"],
+        show_progress=config["show_progress"],
     )
     z = encoder.encode(texts[1:])  # index 0 is padding
     encoder.release()  # the vectors are all training needs; a later encode reloads the model

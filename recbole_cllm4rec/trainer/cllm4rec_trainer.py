@@ -91,8 +91,12 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
 
     def _lm_epoch(self, stage, docs, loss_fn, optimizer, show_progress):
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        return self._epoch(stage, self.lm_batches(docs), lambda batch: self._step(
-            optimizer, params, loss_fn, [docs[i] for i in batch], self.model.lm_target_count), show_progress)
+        return self._epoch(
+            stage,
+            self.lm_batches(docs),
+            lambda batch: self._step(optimizer, params, loss_fn, [docs[i] for i in batch], self.model.lm_target_count),
+            show_progress,
+        )
 
     def _record(self, stage, start, tokens, lm, mr):
         seconds = time() - start
@@ -109,13 +113,20 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
 
     def collaborative_epoch(self, show_progress=False):
         docs = self.model.corpus.collaborative_corpus(self.model.rng)
-        return self._lm_epoch("collaborative", docs, self.model.collaborative_loss, self.collab_optimizer, show_progress)
+        return self._lm_epoch(
+            "collaborative", docs, self.model.collaborative_loss, self.collab_optimizer, show_progress
+        )
 
     def content_epoch(self, partner, optimizer, show_progress=False):
         """A content epoch with MR towards ``partner``: none in the warm-up, the tables of the
         stage's item LM after it (collaborative in pretraining, recommendation in finetuning)."""
-        return self._lm_epoch(f"content({partner or 'no MR'})", self.model.corpus.content_corpus(),
-                              lambda b: self.model.content_loss(b, partner), optimizer, show_progress)
+        return self._lm_epoch(
+            f"content({partner or 'no MR'})",
+            self.model.corpus.content_corpus(),
+            lambda b: self.model.content_loss(b, partner),
+            optimizer,
+            show_progress,
+        )
 
     # ---- pretraining ----------------------------------------------------------------------------
     def pretrain(self, saved=True, show_progress=False):
@@ -145,7 +156,9 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         done["finished"] = True
         if saved and rank() == 0 and (config["pretrain_epochs"] or config["content_warmup_epochs"]):
             self._save_stage(saved, "pretrained")
-            path = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-pretrained-{run_stamp()}.pth")
+            path = os.path.join(
+                self.checkpoint_dir, f"{config['model']}-{config['dataset']}-pretrained-{run_stamp()}.pth"
+            )
             atomic_save({"state_dict": model.state_dict(), "other_parameter": model.other_parameter()}, path)
             self.logger.info(set_color("pretrained tables saved", "blue") + f": {path} (reuse: pretrained_file={path})")
 
@@ -155,8 +168,11 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
 
     # ---- checkpoints: the pretraining optimisers and progress go along (CheckpointMixin hooks) --
     def _extra_checkpoint_state(self):
-        optimizers = {"collab": self.collab_optimizer.state_dict(), "content": self.content_optimizer.state_dict(),
-                      "finetune_content": self.finetune_content_optimizer.state_dict()}
+        optimizers = {
+            "collab": self.collab_optimizer.state_dict(),
+            "content": self.content_optimizer.state_dict(),
+            "finetune_content": self.finetune_content_optimizer.state_dict(),
+        }
         return {"optimizers": optimizers, "pretrain_progress": dict(self.pretrain_progress)}
 
     def _load_extra_checkpoint_state(self, checkpoint):
@@ -179,8 +195,10 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
         try:  # tables and plain values only: no pickled object is ever needed here
             saved = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001
-            raise CheckpointError(f"pretrained_file '{path}' is not a plain tables file ({str(err).splitlines()[0]}); "
-                                  f"use one this package's pretraining wrote") from None
+            raise CheckpointError(
+                f"pretrained_file '{path}' is not a plain tables file ({str(err).splitlines()[0]}); "
+                f"use one this package's pretraining wrote"
+            ) from None
         if not isinstance(saved, dict) or "state_dict" not in saved:
             raise CheckpointError(f"pretrained_file '{path}' holds no state_dict")
         refuse_non_finite(saved, f"pretrained_file '{path}'")
