@@ -26,6 +26,7 @@ def main():
     parser.add_argument("--run", action="append", required=True, help="label=path of a CLLM4Rec log")
     parser.add_argument("--baselines", required=True, help="results file with a 'valid ndcg@10' column")
     parser.add_argument("--models", default="MultiVAE,LightGCN,EASE", help="baselines drawn as lines")
+    parser.add_argument("--line", action="append", default=[], help="label=value: one more best-valid line")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
 
@@ -40,7 +41,8 @@ def main():
         epochs, scores = zip(*valid_curve(path))
         ax.plot(epochs, scores, marker="o", label=f"CLLM4Rec, {label}")
     baselines = best_valid(args.baselines)
-    for model in args.models.split(","):
+    baselines.update({label: float(value) for label, value in (spec.split("=", 1) for spec in args.line)})
+    for model in args.models.split(",") + [spec.split("=", 1)[0] for spec in args.line]:
         if model in baselines:
             ax.axhline(baselines[model], linestyle="--", linewidth=1, color="grey")
             ax.annotate(

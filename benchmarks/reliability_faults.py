@@ -22,26 +22,12 @@ import sys
 import tempfile
 import time
 
+from recbole_cllm4rec.llm import backbone
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "dataset")
 BPR = {"epochs": 4, "stopping_step": 100, "show_progress": False, "state": "INFO", "data_path": DATA}
-# CLLM4Rec with a random 2-layer backbone (tests/conftest.py's tiny configuration)
-TINY_CLLM4REC = {
-    "llm_path": "tiny-random",
-    "show_progress": False,
-    "state": "INFO",
-    "autocast": "fp32",
-    "content_warmup_epochs": 1,
-    "pretrain_epochs": 1,
-    "epochs": 1,
-    "pretrain_batch_size": 64,
-    "finetune_batch_size": 64,
-    "max_doc_items": 32,
-    "max_text_tokens": 16,
-    "readout_layers": 1,
-    "use_content": True,
-    "data_path": DATA,
-}
+TINY_CLLM4REC = {**backbone.TINY_CLLM4REC, "state": "INFO", "data_path": DATA}
 ALPHAREC = {
     "epochs": 4,
     "eval_step": 1,

@@ -3,26 +3,12 @@ import os
 import pytest
 
 import recbole_cllm4rec  # noqa: F401  (applies the RecBole patches before any test builds a Config)
+from recbole_cllm4rec.llm import backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A quiet, fast CLLM4Rec: random 2-layer backbone on the real SmolLM2 tokenizer.
-TINY_CLLM4REC = {
-    "llm_path": "tiny-random",
-    "show_progress": False,
-    "state": "WARNING",
-    "autocast": "fp32",
-    "content_warmup_epochs": 1,
-    "pretrain_epochs": 1,
-    "epochs": 1,
-    "pretrain_batch_size": 64,
-    "finetune_batch_size": 64,
-    "max_doc_items": 32,
-    "max_text_tokens": 16,
-    "eval_prompt_draws": 2,  # the averaged ranking path, at a quarter of the default cost
-    "readout_layers": 1,  # of the tiny backbone's 2: the truncated read-out path is the default one
-    "use_content": True,  # every stage (content LM, MR) runs in the tests, though the default skips it
-}
+# The tiny CLLM4Rec, ranking with 2 history orders: the averaged path at a quarter of its cost.
+TINY_CLLM4REC = {**backbone.TINY_CLLM4REC, "state": "WARNING", "eval_prompt_draws": 2}
 
 
 @pytest.fixture

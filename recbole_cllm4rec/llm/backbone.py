@@ -26,6 +26,22 @@ MODEL_PACKAGES = {
 }
 DEFAULT_LLM = "smollm2-135m"
 TINY_LLM = "tiny-random"  # a random 2-layer Llama on the SmolLM2 tokenizer: tests only
+# A quiet, fast CLLM4Rec on that backbone (tests and fault benchmarks): every stage runs
+# (content LM and MR too, though the default skips them), each for one short epoch.
+TINY_CLLM4REC = {
+    "llm_path": TINY_LLM,
+    "show_progress": False,
+    "autocast": "fp32",
+    "content_warmup_epochs": 1,
+    "pretrain_epochs": 1,
+    "epochs": 1,
+    "pretrain_batch_size": 64,
+    "finetune_batch_size": 64,
+    "max_doc_items": 32,
+    "max_text_tokens": 16,
+    "readout_layers": 1,  # of the tiny backbone's 2: the truncated read-out path is the default one
+    "use_content": True,
+}
 
 
 class BackboneError(RuntimeError):
