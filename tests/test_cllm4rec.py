@@ -407,6 +407,7 @@ def test_ranking_averages_the_scores_of_several_history_orders(ml100k_tiny):
     model = fresh_model(ml100k_tiny).eval()
     users = model.corpus.users_with_history()[:3]
     batch = Interaction({model.USER_ID: torch.as_tensor(users)})
+    model.eval_prompt_draws = 1
     single = model.full_sort_predict(batch)
     per_draw = [model.rec_scores(users, [model.corpus.eval_history(u, model.seed, d) for u in users]) for d in range(3)]
     model.eval_prompt_draws = 3
