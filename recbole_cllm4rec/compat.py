@@ -18,7 +18,8 @@ _applied = False
 def _numpy_aliases():
     """NumPy 2 removed ``np.float_``/``np.unicode_``/...; RecBole's ``Config.compatibility_settings``
     reads them (and crashes), then its metrics use ``np.float``-style names it meant to recreate
-    (RecBole issues #1604, #2215; unreleased fix #2203)."""
+    (RecBole issues #1604, #2215; unreleased fix #2203). The aliases are set at import too: a
+    Config unpickled from a checkpoint (``load_data_and_model``) never runs that method."""
     from recbole.config import configurator
 
     aliases = {
@@ -38,6 +39,7 @@ def _numpy_aliases():
                 setattr(np, name, value)
 
     configurator.Config.compatibility_settings = compatibility_settings
+    compatibility_settings(None)
 
 
 def _torch_load_checkpoints():

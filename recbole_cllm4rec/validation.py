@@ -102,6 +102,7 @@ CHOICES = {
     "cold_item_rows": ("trained", "content", "content_map"),
     "content_init": ("random", "text"),
     "negative_items": ("all", "trained"),
+    "softmax_items": ("all", "trained"),
     "learner": ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam", "adamw"),
     "state": ("info", "debug", "warning", "error", "critical"),
 }

@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from recbole_cllm4rec.batching import length_batches, pad_batch
 from recbole_cllm4rec.data.corpus import CorpusBuilder
+from recbole_cllm4rec.data.text import entity_texts
 from recbole_cllm4rec.llm.backbone import (
     adapters_active,
     attach_lora,
@@ -72,6 +73,7 @@ class CLLM4Rec(GeneralRecommender):
         self.use_content = config["use_content"]
         self.readout = config["readout"]
         self.id_input_scale = config["id_input_scale"]
+        self.softmax_items = config["softmax_items"]
         self.tokens_processed = 0  # non-padding tokens through the backbone, for tokens/s
 
         self.backbone, tokenizer = load_causal_lm(config["llm_path"], config["llm_cache_dir"])
@@ -117,6 +119,23 @@ class CLLM4Rec(GeneralRecommender):
         if config["item_bias"]:
             prior = self._log_popularity()
             self.item_bias.update({kind: nn.Parameter(prior.clone()) for kind in ("collab", "rec")})
+        # Item rows that read the item's text: row_j = ID row_j + W_kind . text state_j, where the
+        # text state is what the frozen LM makes of the item's text. Items with few interactions
+        # (or none) borrow what their text shares with others; the ID part starts at zero.
+        self.text_projection = nn.ModuleDict()
+        self.register_buffer("item_text_states", torch.zeros(0), persistent=False)
+        if config["item_text_rows"]:
+            self.item_text_states = self._item_text_states(dataset, config["item_text"])
+            projection = nn.Linear(self.item_text_states.shape[1], hidden, bias=False)
+            nn.init.normal_(projection.weight, std=config["id_init_std"])
+            self.text_projection.update(
+                {"collab": projection, "rec": nn.Linear(projection.in_features, hidden, bias=False)}
+            )
+            with torch.no_grad():
+                self.item_collab.weight.zero_()
+        # softmax_items: trained keeps items without a training interaction out of every training
+        # softmax, so they are never pushed down as negatives (their rows stay as built).
+        self.register_buffer("trained_items", torch.from_numpy(self._item_counts() > 0), persistent=False)
         self.init_rec_from_collab()
         # A free user row can memorise the user's training items (the target) instead of
         # learning what the visible items imply; frozen, it keeps its pretrained value.
@@ -176,9 +195,47 @@ class CLLM4Rec(GeneralRecommender):
         nn.init.normal_(items.weight, std=std)
         return users, items
 
+    def _item_counts(self):
+        """Training interactions per item (RecBole's padding item 0 has none)."""
+        return np.bincount(np.concatenate(self.corpus.histories), minlength=self.n_items)
+
     def _log_popularity(self):
-        counts = np.bincount(np.concatenate(self.corpus.histories), minlength=self.n_items)
-        return torch.log_softmax(torch.as_tensor(np.log1p(counts), dtype=torch.float32), 0)
+        return torch.log_softmax(torch.as_tensor(np.log1p(self._item_counts()), dtype=torch.float32), 0)
+
+    @torch.no_grad()
+    def _item_text_states(self, dataset, template):
+        """[n_items, H]: each item's text (the dataset's ``item_text``) read by the whole frozen
+        backbone, its final states averaged over the text's tokens, then standardised over the
+        items and scaled to norm ~1; zeros for an item without text. The text is item metadata,
+        not interactions, so every item (cold ones too) gets its state."""
+        if not template:
+            raise ValueError(
+                f"item_text_rows needs item texts, but dataset '{dataset.dataset_name}' has no "
+                f"item_text template: set item_text in its yaml, or use item_text_rows: False"
+            )
+        texts = {item: self.corpus._text_ids(text) for item, text in enumerate(entity_texts(dataset, "item", template))}
+        items = [item for item, ids in texts.items() if item and len(ids)]
+        start = len(self.corpus.start)
+        device = self.backbone.get_input_embeddings().weight.device
+        states = torch.zeros(self.n_items, self.backbone.config.hidden_size)
+        lengths = [start + len(texts[item]) for item in items]
+        for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
+            batch_items = [items[i] for i in batch]
+            ids, mask = pad_batch(
+                [np.concatenate([self.corpus.start, texts[i]]) for i in batch_items], self.corpus.pad_id
+            )
+            ids, mask = torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device)
+            with torch.autocast(device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                hidden = self.backbone.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            weights = mask.float()
+            weights[:, :start] = 0  # the start token is the same in every text
+            states[batch_items] = (
+                torch.einsum("bl,blh->bh", weights, hidden.float()) / weights.sum(1, keepdim=True)
+            ).cpu()
+        if len(items) > 1:
+            text = states[items]
+            states[items] = (text - text.mean(0)) / text.std(0).clamp_min(1e-6) / text.shape[1] ** 0.5
+        return states
 
     def tables(self, kind):
         return {
@@ -190,7 +247,8 @@ class CLLM4Rec(GeneralRecommender):
     def _tables_and_bias(self, kind):
         bias = [self.item_bias[kind]] if kind in self.item_bias else []
         tables = [t.weight for t in self.tables(kind) if t.weight.requires_grad]
-        return tables + bias
+        text = list(self.text_projection[kind].parameters()) if kind in self.text_projection else []
+        return tables + text + bias
 
     def _adapters(self, kind):
         return list(self.lora.parameters()) if kind == "rec" else []
@@ -210,6 +268,8 @@ class CLLM4Rec(GeneralRecommender):
     def init_rec_from_collab(self):
         self.user_rec.weight.copy_(self.user_collab.weight)
         self.item_rec.weight.copy_(self.item_collab.weight)
+        if self.text_projection:
+            self.text_projection["rec"].weight.copy_(self.text_projection["collab"].weight)
         if self.item_bias:
             self.item_bias["rec"].copy_(self.item_bias["collab"])
 
@@ -221,15 +281,23 @@ class CLLM4Rec(GeneralRecommender):
         return self
 
     # ---- the shared forward pass ------------------------------------------------------------
+    def item_rows(self, kind):
+        """[n_items, H]: the kind's item table, plus its map of the items' text states where
+        ``item_text_rows`` is on (the item LMs only: the content LM reads its table as is)."""
+        rows = self.tables(kind)[1].weight
+        if kind in self.text_projection:
+            rows = rows + self.text_projection[kind](self.item_text_states)
+        return rows
+
     def embed(self, ids, kind):
         """Input embeddings [B, L, H]: vocabulary rows for vocab ids, table rows for ID words."""
-        users, items = self.tables(kind)
+        users, _ = self.tables(kind)
         uo, io = self.corpus.user_offset, self.corpus.item_offset
         is_user = (ids >= uo) & (ids < io)
         is_item = ids >= io
         vocab = self.backbone.get_input_embeddings()(torch.where(ids < uo, ids, 0))
         user_rows = users(torch.where(is_user, ids - uo, 0))
-        item_rows = items(torch.where(is_item, ids - io, 0))
+        item_rows = self.item_rows(kind)[torch.where(is_item, ids - io, 0)]
         # ID rows start small (std 0.02) for a sane first item loss, but a frozen LM reads
         # vocabulary rows of norm ~3; id_input_scale lets the ID words steer it from the start.
         id_rows = torch.where(is_user[..., None], user_rows, item_rows) * self.id_input_scale
@@ -256,11 +324,18 @@ class CLLM4Rec(GeneralRecommender):
         """Item-head logits [N, n_items] of ``states`` [N, H]: tied to the kind's input item
         table (or ``rows``: (table, bias)), optionally scaled and biased; RecBole's padding item
         0 never wins."""
-        weight, bias = rows or (self.tables(kind)[1].weight, self.item_bias[kind] if kind in self.item_bias else None)
+        weight, bias = rows or (self.item_rows(kind), self.item_bias[kind] if kind in self.item_bias else None)
         logits = states @ weight.t() * self.logit_scale
         if bias is not None:
             logits = logits + bias
         logits[:, 0] = float("-inf")
+        return logits
+
+    def training_logits(self, logits):
+        """The item logits a training softmax normalises over: every item, or with
+        ``softmax_items: trained`` only the items with a training interaction."""
+        if self.softmax_items == "trained":
+            return logits.masked_fill(~self.trained_items, float("-inf"))
         return logits
 
     def autocast_context(self):
@@ -280,12 +355,12 @@ class CLLM4Rec(GeneralRecommender):
         document's ID words (with multiplicity); the partner's tables are a fixed target."""
         if self.mr_weight == 0 or partner is None:
             return torch.zeros((), device=self.device)
-        own_users, own_items = self.tables(kind)
-        other_users, other_items = self.tables(partner)
+        own_users, _ = self.tables(kind)
+        other_users, _ = self.tables(partner)
         users = torch.as_tensor(users, dtype=torch.long, device=self.device)
         items = torch.as_tensor(items, dtype=torch.long, device=self.device)
         distance = (own_users(users) - other_users(users).detach()).pow(2).sum()
-        distance = distance + (own_items(items) - other_items(items).detach()).pow(2).sum()
+        distance = distance + (self.item_rows(kind)[items] - self.item_rows(partner)[items].detach()).pow(2).sum()
         return self.mr_weight * MR_REFERENCE_BATCH * distance / n_docs
 
     # ---- language-model losses (pretraining) ----------------------------------------------------
@@ -314,7 +389,7 @@ class CLLM4Rec(GeneralRecommender):
         head tied to the collaborative item table; plus MR towards ``item_mr_partner``."""
         ids, mask, rows, positions, labels = self._lm_batch(docs)
         hidden = self.hidden_states(ids, mask, "collab")[rows, positions]
-        logits = self.item_logits(hidden, "collab")
+        logits = self.training_logits(self.item_logits(hidden, "collab"))
         targets = torch.as_tensor(labels - self.corpus.item_offset, device=self.device)
         lm = F.cross_entropy(logits, targets)
         items = np.concatenate([d.main for d in docs]) - self.corpus.item_offset
@@ -374,7 +449,7 @@ class CLLM4Rec(GeneralRecommender):
         users = np.asarray([u for u, _, _ in examples])
         visible = [v for _, v, _ in examples]
         targets = [t for _, _, t in examples]
-        log_probs = F.log_softmax(self.rec_scores(users, visible), dim=1)
+        log_probs = F.log_softmax(self.training_logits(self.rec_scores(users, visible)), dim=1)
         target_weights = torch.zeros_like(log_probs)
         for row, (items, shown) in enumerate(zip(targets, visible)):
             target_weights[row, torch.as_tensor(items, dtype=torch.long, device=self.device)] = 1.0

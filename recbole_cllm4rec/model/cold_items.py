@@ -73,7 +73,7 @@ def ranking_rows(model):
     cold[0] = False
     if not cold.any() or not warm.any():
         return None
-    rows = model.item_rec.weight.detach().clone()
+    rows = model.item_rows("rec").detach().clone()
     bias = model.item_bias["rec"].detach().clone() if "rec" in model.item_bias else None
     content = model.item_content.weight.detach()
     warm_t, cold_t = torch.from_numpy(warm).to(rows.device), torch.from_numpy(cold).to(rows.device)
