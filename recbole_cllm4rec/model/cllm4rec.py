@@ -225,7 +225,7 @@ class CLLM4Rec(GeneralRecommender):
                 [np.concatenate([self.corpus.start, texts[i]]) for i in batch_items], self.corpus.pad_id
             )
             ids, mask = torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device)
-            with torch.autocast(device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            with self.autocast_context(device):
                 hidden = self.backbone.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             weights = mask.float()
             weights[:, :start] = 0  # the start token is the same in every text
@@ -338,9 +338,11 @@ class CLLM4Rec(GeneralRecommender):
             return logits.masked_fill(~self.trained_items, float("-inf"))
         return logits
 
-    def autocast_context(self):
-        """The precision every backbone pass runs in (bf16 autocast where it is fast)."""
-        return torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
+    def autocast_context(self, device=None):
+        """The precision every backbone pass runs in (bf16 autocast where it is fast), on
+        ``device`` (default: the model's; the text states are read before the model moves)."""
+        device_type = (device or self.device).type
+        return torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
 
     # ---- mutual regularisation ------------------------------------------------------------------
     @property

@@ -67,8 +67,7 @@ def ranking_rows(model):
     """``(item rows, item bias or None)`` to rank with, or None when the trained ones are used."""
     if model.cold_item_rows == "trained":
         return None
-    warm = np.bincount(np.concatenate(model.corpus.histories), minlength=model.n_items) > 0
-    warm[0] = False
+    warm = model.trained_items.cpu().numpy().copy()
     cold = ~warm
     cold[0] = False
     if not cold.any() or not warm.any():
