@@ -99,7 +99,7 @@ CHOICES = {
     "llm_weights": ("pretrained", "random"),
     "text_pooling": ("auto", "mean", "cls", "max", "last"),
     "item_representation": ("language", "id"),
-    "cold_item_rows": ("trained", "content", "content_map"),
+    "cold_item_rows": ("trained", "content", "content_map", "text_map"),
     "content_init": ("random", "text"),
     "negative_items": ("all", "trained"),
     "softmax_items": ("all", "trained"),

@@ -170,6 +170,32 @@ def test_rec_loss_trains_the_rec_rows_and_projection_only(text_model):
     model.zero_grad(set_to_none=True)
 
 
+def test_text_mr_pulls_only_the_id_part_of_the_batch_items_rows(text_model, monkeypatch):
+    """Without the content LM, MR's partner is the text map: row_j ~ N(W s_j, .), so the term is
+    mr_weight * 20 / n_docs * sum of ||ID row||^2 over the documents' items (visible and target,
+    with multiplicity), and its gradient reaches the rec ID rows only (not W, not the users)."""
+    model = text_model
+    monkeypatch.setattr(model, "use_content", False)
+    assert model.item_mr_partner == "text" and model.mr_weight > 0
+    model.zero_grad(set_to_none=True)
+    model.rng = np.random.default_rng(0)
+    examples = model.recommendation_examples(_users(model))
+    _, mr = model.rec_loss(examples)
+    items = np.concatenate([np.concatenate([v, t]) for _, v, t in examples])
+    expected = (
+        model.item_rec.weight.detach()[torch.as_tensor(items)].pow(2).sum() * 20 * model.mr_weight / len(examples)
+    )
+    assert mr.item() == pytest.approx(expected.item(), rel=1e-5) and mr.item() > 0
+    mr.backward()
+    touched = np.zeros(model.n_items, dtype=bool)
+    touched[items] = True
+    grad = model.item_rec.weight.grad
+    assert grad[torch.as_tensor(touched)].abs().sum(1).gt(0).all()
+    assert torch.equal(grad[torch.as_tensor(~touched)], torch.zeros_like(grad[torch.as_tensor(~touched)]))
+    assert model.text_projection["rec"].weight.grad is None and model.user_rec.weight.grad is None
+    model.zero_grad(set_to_none=True)
+
+
 def _rec_loss(model):
     model.rng = np.random.default_rng(0)  # the same masks each call
     return model.rec_loss(model.recommendation_examples(_users(model, 8)))[0]
@@ -202,15 +228,16 @@ def test_trained_softmax_leaves_untrained_items_out_of_the_loss(text_model, untr
 
     softmax("all")
     loss(model).backward()
-    assert table.grad[untrained_item].abs().sum() > 0
+    grad = table.grad[untrained_item].clone()
+    assert grad.abs().sum() > 0
     with torch.no_grad():
         base = loss(model)
-        try:
-            table[untrained_item] += 10.0
+        try:  # up its gradient, far enough to matter in float32 (a rare item starts near p=1e-5)
+            table[untrained_item] += 10.0 * grad / grad.norm()
             moved = loss(model)
         finally:
             table[untrained_item] = saved
-    assert not torch.equal(base, moved)
+    assert moved > base
 
 
 def test_training_logits_mask_untrained_items_and_ranking_still_scores_them(text_model, untrained_item, softmax):
@@ -248,7 +275,7 @@ def test_saved_state_reloads_to_the_same_scores(ml100k_tiny, text_model):
     assert torch.allclose(fresh.full_sort_predict(batch)[:, 1:], saved_scores[:, 1:], atol=1e-6)
 
 
-@pytest.mark.parametrize("cold_rows", ["content", "content_map"])
+@pytest.mark.parametrize("cold_rows", ["content", "content_map", "text_map"])
 def test_cold_item_ranking_rows_keep_the_warm_items_text_part(text_model, cold_rows):
     """cold_item_rows replaces the cold items' rows only: the warm items score as with
     cold_item_rows: trained, whose rows include the text projection."""
@@ -265,3 +292,40 @@ def test_cold_item_ranking_rows_keep_the_warm_items_text_part(text_model, cold_r
     warm = model.trained_items.clone()
     warm[0] = False
     assert torch.allclose(replaced[:, warm], trained[:, warm], atol=1e-5)
+
+
+def test_text_map_ranks_cold_items_by_a_map_of_their_text_state_fitted_on_warm_items(ml100k_tiny):
+    """cold_item_rows: text_map, on a model without text rows: each cold item's (rec row, bias) is
+    the ridge map of its text state fitted on the warm items' (state -> row, bias), so a cold
+    item's score moves with its own text state only; warm items keep their trained rows."""
+    from recbole_cllm4rec.model.cold_items import fit_map, ranking_rows
+
+    model = fresh_model(ml100k_tiny, cold_item_rows="text_map", item_text_rows=False)
+    assert not model.text_projection and model.item_text_states.shape[0] == model.n_items
+    warm = model.trained_items.clone()
+    cold = ~warm
+    cold[0] = False
+    rows, bias = ranking_rows(model)
+    assert torch.equal(rows[warm], model.item_rec.weight[warm]) and torch.equal(
+        bias[warm], model.item_bias["rec"][warm]
+    )
+    target = torch.cat([model.item_rec.weight[warm], model.item_bias["rec"][warm, None]], 1).detach()
+    (weights, intercept), _ = fit_map(model.item_text_states[warm], target, model.seed)
+    expected = (model.item_text_states[cold].double() @ weights + intercept).float()
+    assert torch.allclose(rows[cold], expected[:, :-1], atol=1e-5) and torch.allclose(
+        bias[cold], expected[:, -1], atol=1e-5
+    )
+
+    batch = Interaction({model.USER_ID: torch.as_tensor(_users(model, 3))})
+    before = model.full_sort_predict(batch)
+    item = int(torch.nonzero(cold).flatten()[0])
+    model.item_text_states[item] += 1.0
+    model._ranking_rows = None
+    after = model.full_sort_predict(batch)
+    changed = (after - before).abs().amax(0) > 1e-6
+    assert changed[item] and int(changed.sum()) == 1
+
+
+def test_text_map_without_an_item_text_template_says_what_to_do(ml100k_tiny):
+    with pytest.raises(ValueError, match="cold_item_rows other than text_map"):
+        fresh_model(ml100k_tiny, cold_item_rows="text_map", item_text_rows=False, item_text=None)

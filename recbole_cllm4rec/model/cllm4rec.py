@@ -124,8 +124,9 @@ class CLLM4Rec(GeneralRecommender):
         # (or none) borrow what their text shares with others; the ID part starts at zero.
         self.text_projection = nn.ModuleDict()
         self.register_buffer("item_text_states", torch.zeros(0), persistent=False)
-        if config["item_text_rows"]:
+        if config["item_text_rows"] or config["cold_item_rows"] == "text_map":
             self.item_text_states = self._item_text_states(dataset, config["item_text"])
+        if config["item_text_rows"]:
             projection = nn.Linear(self.item_text_states.shape[1], hidden, bias=False)
             nn.init.normal_(projection.weight, std=config["id_init_std"])
             self.text_projection.update(
@@ -173,7 +174,7 @@ class CLLM4Rec(GeneralRecommender):
                 isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v)
             ),
             "lora_learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
-            "cold_item_rows": lambda v: v in ("trained", "content", "content_map"),
+            "cold_item_rows": lambda v: v in ("trained", "content", "content_map", "text_map"),
             "content_init": lambda v: v in ("random", "text"),
         }
         for key, ok in checks.items():
@@ -182,7 +183,11 @@ class CLLM4Rec(GeneralRecommender):
                     f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
                     f"properties/model/CLLM4Rec.yaml for its meaning and range"
                 )
-        if config["cold_item_rows"] != "trained" and not config["use_content"] and config["content_init"] == "random":
+        if (
+            config["cold_item_rows"] in ("content", "content_map")
+            and not config["use_content"]
+            and config["content_init"] == "random"
+        ):
             raise ValueError(
                 f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
                 f"without the content LM: set use_content: True or content_init: text"
@@ -211,7 +216,8 @@ class CLLM4Rec(GeneralRecommender):
         if not template:
             raise ValueError(
                 f"item_text_rows needs item texts, but dataset '{dataset.dataset_name}' has no "
-                f"item_text template: set item_text in its yaml, or use item_text_rows: False"
+                f"item_text template: set item_text in its yaml, or use item_text_rows: False "
+                f"and a cold_item_rows other than text_map"
             )
         texts = {item: self.corpus._text_ids(text) for item, text in enumerate(entity_texts(dataset, "item", template))}
         items = [item for item, ids in texts.items() if item and len(ids)]
@@ -348,19 +354,24 @@ class CLLM4Rec(GeneralRecommender):
     @property
     def item_mr_partner(self):
         """The tables the item LMs' (collaborative, recommendation) MR pulls towards: the content
-        tables when the content LM trains, none otherwise. The content LM's partner is the stage's
-        (the trainer's) choice."""
-        return "content" if self.use_content else None
+        tables when the content LM trains; else, with ``item_text_rows``, the text map ("text":
+        row_j ~ N(W s_j, .), the paper's prior with the text state as the content side); none
+        otherwise. The content LM's partner is the stage's (the trainer's) choice."""
+        if self.use_content:
+            return "content"
+        return "text" if self.text_projection else None
 
     def mutual_regularization(self, kind, partner, users, items, n_docs):
         """mr_weight * 20 * mean over documents of sum ||e_kind - e_partner||^2 over the
         document's ID words (with multiplicity); the partner's tables are a fixed target."""
         if self.mr_weight == 0 or partner is None:
             return torch.zeros((), device=self.device)
-        own_users, _ = self.tables(kind)
-        other_users, _ = self.tables(partner)
         users = torch.as_tensor(users, dtype=torch.long, device=self.device)
         items = torch.as_tensor(items, dtype=torch.long, device=self.device)
+        if partner == "text":  # ||row - W s||^2 is the ID part's norm; users have no text
+            return self.mr_weight * MR_REFERENCE_BATCH * self.tables(kind)[1](items).pow(2).sum() / n_docs
+        own_users, _ = self.tables(kind)
+        other_users, _ = self.tables(partner)
         distance = (own_users(users) - other_users(users).detach()).pow(2).sum()
         distance = distance + (self.item_rows(kind)[items] - self.item_rows(partner)[items].detach()).pow(2).sum()
         return self.mr_weight * MR_REFERENCE_BATCH * distance / n_docs

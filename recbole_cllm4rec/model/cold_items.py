@@ -7,7 +7,10 @@ as a negative. At ranking time its row can instead come from the content side:
   space only where mutual regularisation ties them, i.e. use_content with mr_weight > 0);
 * ``content_map``: a ridge regression from ``[content row]`` to ``[rec row, bias]``, fitted on
   the warm items after training and applied to the cold ones; the ridge strength is chosen on a
-  seeded fifth of the warm items held out from the fit.
+  seeded fifth of the warm items held out from the fit;
+* ``text_map``: the same ridge map, from the item's text state (what the frozen LM makes of
+  its ``item_text``, as ``item_text_rows`` reads it) instead of its content row: no content
+  LM needed, and the only path by which the LM's pretrained knowledge reaches a cold item.
 
 The score is still the LM's prompt state dotted with the row (plus the bias).
 ``content_init: text`` starts every item's content row at the mean input embedding of its text's
@@ -74,16 +77,16 @@ def ranking_rows(model):
         return None
     rows = model.item_rows("rec").detach().clone()
     bias = model.item_bias["rec"].detach().clone() if "rec" in model.item_bias else None
-    content = model.item_content.weight.detach()
+    source = model.item_text_states if model.cold_item_rows == "text_map" else model.item_content.weight.detach()
     warm_t, cold_t = torch.from_numpy(warm).to(rows.device), torch.from_numpy(cold).to(rows.device)
     if model.cold_item_rows == "content":
-        rows[cold_t] = content[cold_t]
+        rows[cold_t] = source[cold_t]
         if bias is not None:
             bias[cold_t] = bias[warm_t].mean()
         return rows, bias
     target = rows[warm_t] if bias is None else torch.cat([rows[warm_t], bias[warm_t, None]], 1)
-    (weights, intercept), _ = fit_map(content[warm_t].cpu(), target.cpu(), model.seed)
-    predicted = (content[cold_t].cpu().double() @ weights + intercept).to(rows.dtype).to(rows.device)
+    (weights, intercept), _ = fit_map(source[warm_t].cpu(), target.cpu(), model.seed)
+    predicted = (source[cold_t].cpu().double() @ weights + intercept).to(rows.dtype).to(rows.device)
     rows[cold_t] = predicted[:, : rows.shape[1]]
     if bias is not None:
         bias[cold_t] = predicted[:, -1]
