@@ -228,7 +228,7 @@ def report(args):
     )
     for protocol, runs in data.items():
         for label, other in ABLATIONS.items():
-            if runs.get(other) is runs.get("CLLM4Rec"):
+            if other in runs and runs[other] is runs.get("CLLM4Rec"):
                 out.append(row(protocol, label, "", "(the default reads no text here)", "", "", ""))
                 continue
             (seeds, test, spread), (_, valid, valid_spread) = (

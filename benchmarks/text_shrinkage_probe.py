@@ -70,7 +70,7 @@ def main():
                 v = trainer.evaluate(valid, load_best_model=False)["ndcg@10"]
                 t = trainer.evaluate(test, load_best_model=False)["ndcg@10"]
                 print(
-                    f"| {path.rsplit('/', 1)[-1]} | {config['llm_weights']} | {cold} ({int(untrained.sum())} items) "
+                    f"| {path.rsplit('/', 1)[-1]} | {config['llm_weights']}, seed {config['seed']} | {cold} ({int(untrained.sum())} items) "
                     f"| {k:g} | {v:.4f} | {t:.4f} |",
                     flush=True,
                 )

@@ -46,6 +46,7 @@ def test_report_judges_paired_differences_against_the_seed_spread(tmp_path, monk
     for seed, (pre, rnd) in zip(suite.SEEDS, [(0.100, 0.101), (0.102, 0.100), (0.099, 0.100)]):
         _write(tmp_path, "sparse", "CLLM4Rec", seed, {"CLLM4Rec": (pre, 0.1)})
         _write(tmp_path, "sparse", "CLLM4Rec random weights", seed, {"CLLM4Rec": (rnd, 0.1)})
+    _write(tmp_path, "default", "baselines", 2020, {"EASE": (0.33, 0.25)})  # no CLLM4Rec cell yet
     out = tmp_path / "report.md"
     suite.report(type("Args", (), {"output": str(out), "plot": None})())
     text = out.read_text(encoding="utf-8")
@@ -60,6 +61,7 @@ def test_report_judges_paired_differences_against_the_seed_spread(tmp_path, monk
     assert "the default reads no text here" in lines["sparse/vs no text"]
     assert "at or above" in lines["cold-item/Pop"]
     assert text.count("| CLLM4Rec no text |") == 0  # sparse: no row of its own
+    assert not any(key.startswith("default/vs") for key in lines)
 
 
 @pytest.mark.parametrize("bad", ["nonsense", "sparse,nope"])
