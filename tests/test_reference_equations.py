@@ -45,6 +45,7 @@ PAPER = {
     "eval_max_doc_items": 10_000,
     "max_text_tokens": 10_000,
     "id_init_std": 0.5,
+    "prompt_start_token": False,
 }
 AUTHORS_MR_BATCH = 20
 ID_WORD = re.compile(r"(user_\d+|item_\d+)")
@@ -101,7 +102,7 @@ def item_words(items):
 
 def rec_prompt_ids(model, user, visible):
     text = f"user_{user} has interacted with {item_words(visible)}, user_{user} will interact with"
-    return [start_token(model)] + paper_ids(model, text)
+    return paper_ids(model, text)
 
 
 def tables(model, kind):
@@ -208,18 +209,17 @@ def test_document_token_ids_follow_the_paper_templates(build, ml100k_tiny):
     ``item_a item_b ...``; recommendation ``user_i has interacted with <items>, user_i will
     interact with``; content ``item_j is titled:`` | title, ``user_i is a`` | profile, and
     ``user_i wrote the following review for item_j:`` | review. ``user_i`` is token N + i and
-    ``item_j`` token N + I + j. Every prompt starts with ``<|endoftext|>``, the project's
-    documented start for plain text on SmolLM2 (the authors' GPT-2 code has none)."""
+    ``item_j`` token N + I + j. No start token (paper and code have none); the default's
+    ``prompt_start_token: True`` puts ``<|endoftext|>`` before each prompt and nothing else."""
     model = build()
     corpus, dataset = model.corpus, model.corpus.dataset
     vocab = len(corpus.tokenizer)
     assert (corpus.user_offset, corpus.item_offset) == (vocab, vocab + model.n_users)
-    eot = start_token(model)
 
     user = int(short_history_users(model, 1)[0])
     history = corpus.histories[user]
     doc = corpus.collaborative_document(user, np.random.default_rng(0), reorder=False)
-    assert doc.prompt.tolist() == [eot] + paper_ids(model, f"user_{user} has interacted with")
+    assert doc.prompt.tolist() == paper_ids(model, f"user_{user} has interacted with")
     assert doc.main.tolist() == paper_ids(model, item_words(np.sort(history)))
     reordered = corpus.collaborative_document(user, np.random.default_rng(0), reorder=True)
     assert sorted(reordered.main.tolist()) == doc.main.tolist() and reordered.main.tolist() != doc.main.tolist()
@@ -233,11 +233,11 @@ def test_document_token_ids_follow_the_paper_templates(build, ml100k_tiny):
     docs = corpus.content_documents(ml100k_tiny[0]["content_documents"])
     toy_story = dataset.token2id(dataset.iid_field, "1")
     item_doc = next(d for d in docs if d.item == toy_story)
-    assert item_doc.prompt.tolist() == [eot] + paper_ids(model, f"item_{toy_story} is titled:")
+    assert item_doc.prompt.tolist() == paper_ids(model, f"item_{toy_story} is titled:")
     assert item_doc.main.tolist() == encoded(" Toy Story (1995). Genres: Animation Children's Comedy.")
     first_user = dataset.token2id(dataset.uid_field, "1")
     user_doc = next(d for d in docs if d.user == first_user)
-    assert user_doc.prompt.tolist() == [eot] + paper_ids(model, f"user_{first_user} is a")
+    assert user_doc.prompt.tolist() == paper_ids(model, f"user_{first_user} is a")
     assert user_doc.main.tolist() == encoded(" 24 year old M working as technician.")
 
     with open(os.path.join(ROOT, "recbole_cllm4rec", "properties", "dataset", "amazon-beauty.yaml")) as f:
@@ -250,10 +250,16 @@ def test_document_token_ids_follow_the_paper_templates(build, ml100k_tiny):
     )
     (review_doc,) = corpus.content_documents(review_spec, [review])
     assert (review_doc.user, review_doc.item) == (user, item)
-    assert review_doc.prompt.tolist() == [eot] + paper_ids(
-        model, f"user_{user} wrote the following review for item_{item}:"
-    )
+    assert review_doc.prompt.tolist() == paper_ids(model, f"user_{user} wrote the following review for item_{item}:")
     assert review_doc.main.tolist() == encoded(" A warm, funny film.")
+
+    started = build(prompt_start_token=True).corpus
+    eot = start_token(model)
+    assert started.collaborative_document(user, np.random.default_rng(0), reorder=False).prompt.tolist() == (
+        [eot] + doc.prompt.tolist()
+    )
+    assert started.rec_prompt(user, visible).tolist() == [eot] + rec_prompt_ids(model, user, visible)
+    assert started.content_documents(review_spec, [review])[0].prompt.tolist() == [eot] + review_doc.prompt.tolist()
 
 
 # ---- pretraining losses -------------------------------------------------------------------------

@@ -66,8 +66,9 @@ class CorpusBuilder:
         self.content_specs = config["content_documents"]
         self.data_path = config["data_path"]
         self._content_corpus = None
-        self.start = np.asarray(text_start_ids(tokenizer), dtype=np.int64)
-        self.pad_id = int(self.start[0]) if len(self.start) else 0
+        start = np.asarray(text_start_ids(tokenizer), dtype=np.int64)
+        self.pad_id = int(start[0]) if len(start) else 0  # padding is masked: any id will do
+        self.start = start if config["prompt_start_token"] else start[:0]
         self._has_interacted = self._bpe(" has interacted with")
         self._will_interact = np.concatenate([self._bpe(","), [-1], self._bpe(" will interact with")])
 
