@@ -109,6 +109,27 @@ def test_evaluate_refuses_another_runs_checkpoint(workdir):
         trainer.evaluate(test, model_file=other["model_file"])
 
 
+def test_recbole_documented_evaluation_of_a_saved_cllm4rec_works_in_a_fresh_process(workdir):
+    """RecBole's documented client, in a process that never built a Config: load_data_and_model,
+    then RecBole's own get_trainer(...).evaluate. Unpickling a Config does not set NumPy's removed
+    aliases (np.float, ...) that RecBole's metrics use; importing the package must."""
+    trained = recbole_cllm4rec.run(
+        "CLLM4Rec", "amazon-sample", config_dict={**faults.TINY_CLLM4REC, "state": "WARNING", "pretrain_epochs": 0}
+    )
+    code = (
+        "import recbole_cllm4rec\n"
+        "from recbole.quick_start import load_data_and_model\n"
+        "from recbole.utils import get_trainer\n"
+        f"config, model, _, _, _, test = load_data_and_model({trained['model_file']!r})\n"
+        "result = get_trainer(config['MODEL_TYPE'], config['model'])(config, model).evaluate(test, load_best_model=False)\n"
+        "print('NDCG', result['ndcg@10'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ndcg = float(proc.stdout.split("NDCG")[-1])
+    assert ndcg == pytest.approx(trained["test_result"]["ndcg@10"], abs=1e-4)
+
+
 # ---- 4. best checkpoint plus a last-state checkpoint per epoch / stage -------------------------
 def test_kill_in_finetuning_resumes_from_the_last_finished_epoch(workdir):
     name, outcome = faults.scenario_kill_during_finetune(str(workdir), kill_epoch=3)
