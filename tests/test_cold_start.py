@@ -117,6 +117,7 @@ def test_non_candidates_are_masked_at_full_sort_time(cold_item_split):
         ("TextKNN", {}),
         ("AlphaRec", {"mlp_hidden_size": 64}),
         ("CLLM4Rec", dict(TINY_CLLM4REC, content_init="text", cold_item_rows="content_map")),
+        ("CLLM4Rec", dict(TINY_CLLM4REC, use_content=False)),  # the protocol's own text_map
     ],
 )
 def test_every_general_model_scores_cold_items(cold_item_split, model, overrides):
@@ -167,7 +168,9 @@ def test_cllm4rec_ranks_cold_items_by_rows_mapped_from_their_content_rows(cold_i
                 "CLLM4Rec",
                 "ml-100k",
                 [COLD_ITEM],
-                dict(QUIET, **dict(TINY_CLLM4REC, use_content=False, content_init="random")),
+                dict(
+                    QUIET, **dict(TINY_CLLM4REC, use_content=False, content_init="random", cold_item_rows="content_map")
+                ),
             ),
             train._dataset,
         )
