@@ -48,7 +48,6 @@ CLLM4REC_SCHEDULE = ["--epochs=10", "--eval_step=2", "--eval_prompt_draws=2", "-
 # Where the default reads text, the flags that take every text path away; elsewhere the default
 # itself has no text, so its "no text" row is the default's own run (no cell of its own).
 NO_TEXT = {"cold-item": ["--cold_item_rows=trained"]}
-PROTOCOL_FLAGS = {("cold-item", "CLLM4Rec no text"): NO_TEXT["cold-item"]}  # (protocol, group) -> extra flags
 ID_BASELINES = ["Pop", "BPR", "MultiVAE", "LightGCN", "EASE", "ItemKNN"]
 ABLATIONS = {"vs random weights": "CLLM4Rec random weights", "vs no text": "CLLM4Rec no text"}
 COLUMNS = {
@@ -83,7 +82,8 @@ def cell(protocol, group, seed):
         argv.append(f"--config_files={' '.join(PROTOCOLS[protocol])}")
     argv += [f"--seed={seed}", "--show_progress=False", f"--results_file={path}"]
     schedule = CLLM4REC_SCHEDULE if group in CLLM4REC_VARIANTS else []
-    return path, models, argv + schedule + flags + PROTOCOL_FLAGS.get((protocol, group), [])
+    no_text = NO_TEXT.get(protocol, []) if group == "CLLM4Rec no text" else []
+    return path, models, argv + schedule + flags + no_text
 
 
 def has_cell(protocol, group):
