@@ -26,6 +26,7 @@ PROTOCOLS = {
     "sparse": ["properties/protocol/ml-100k-sparse.yaml"],
     "cold-item": ["properties/protocol/ml-100k-cold-item.yaml"],
     "cold-user": ["properties/protocol/ml-100k-cold-user.yaml"],
+    "sparse-item": ["properties/protocol/ml-100k-sparse-item.yaml"],
 }
 SEEDS = [2020, 2021, 2022]
 # Cold protocols swap ItemKNN for Random: a cold item or user has no neighbours to read.
@@ -34,6 +35,7 @@ BASELINES = {
     "sparse": "Pop,BPR,MultiVAE,LightGCN,EASE,ItemKNN",
     "cold-item": "Pop,Random,BPR,MultiVAE,LightGCN,EASE",
     "cold-user": "Pop,Random,BPR,MultiVAE,LightGCN,EASE",
+    "sparse-item": "Pop,Random,BPR,MultiVAE,LightGCN,EASE,ItemKNN",
 }
 LANGUAGE = "AlphaRec,TextKNN"
 # Separate invocations: run_recbole's --key=value flags reach every model of a comma list.
@@ -47,7 +49,10 @@ CLLM4REC_VARIANTS = {
 CLLM4REC_SCHEDULE = ["--epochs=10", "--eval_step=2", "--eval_prompt_draws=2", "--stopping_step=10"]
 # Where the default reads text, the flags that take every text path away; elsewhere the default
 # itself has no text, so its "no text" row is the default's own run (no cell of its own).
-NO_TEXT = {"cold-item": ["--cold_item_rows=trained"]}
+NO_TEXT = {
+    "cold-item": ["--cold_item_rows=trained"],
+    "sparse-item": ["--cold_item_rows=trained", "--text_prior_count=0"],
+}
 ID_BASELINES = ["Pop", "BPR", "MultiVAE", "LightGCN", "EASE", "ItemKNN"]
 ABLATIONS = {"vs random weights": "CLLM4Rec random weights", "vs no text": "CLLM4Rec no text"}
 COLUMNS = {

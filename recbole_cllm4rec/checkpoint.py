@@ -292,6 +292,7 @@ SPLIT_KEYS = (
     "cold_item_ratio",
     "cold_user_ratio",
     "cold_user_max_history",
+    "cold_item_max_history",
 )
 
 

@@ -1,7 +1,9 @@
 """Cold-start protocols on RecBole's own Dataset and evaluator, selected from yaml.
 
 * ``cold_item_ratio: r``: a share r of the items (drawn with ``seed``) loses every interaction
-  from training and validation; the test set is exactly those items' interactions. Warm
+  from training and validation; the test set is exactly those items' interactions. With
+  ``cold_item_max_history: k`` each of those items keeps a uniform 0..k of its interactions for
+  training instead (rare items rather than unseen ones), and test holds the rest. Warm
   interactions are split per user into train/valid by the first two ``eval_args`` RS ratios.
   Test ranks over the cold items only (the main table) and over the whole catalogue (a second
   table). The items' rows in ``.item`` (their text) stay loaded.
@@ -66,6 +68,12 @@ def protocol_of(config):
 def describe(config):
     """The protocol line's cold-start part ('' for the ordinary split)."""
     kind = protocol_of(config)
+    if kind == "item" and config["cold_item_max_history"]:
+        return (
+            f"; rare items: {config['cold_item_ratio']:.0%} of the items (seed {config['seed']}) keep 0-"
+            f"{config['cold_item_max_history']} training interactions and none in valid, test = the rest "
+            f"of their interactions, ranked among those items"
+        )
     if kind == "item":
         return (
             f"; cold items: {config['cold_item_ratio']:.0%} of the items (seed {config['seed']}) have no "
@@ -115,13 +123,33 @@ def draw_cold(dataset, kind, ratio, seed):
     return np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
 
 
+def _keep_first(dataset, field, positions, cold, max_history, salt):
+    """Split the rows ``positions`` (all of the ``cold`` ids' interactions) into (kept, rest): each
+    id keeps a uniform 0..max_history of its rows, drawn once with the seed, the first in split
+    order (random under RO, earliest under TO)."""
+    rng = np.random.default_rng([dataset.config["seed"], salt])
+    keep = dict(zip(cold.tolist(), rng.integers(0, max_history + 1, len(cold)).tolist()))
+    ids = dataset.inter_feat[field].numpy()
+    kept, rest = [], []
+    for group in dataset._grouped_index(ids[positions]):
+        group = positions[group]
+        k = keep[int(ids[group[0]])]
+        kept.extend(group[:k])
+        rest.extend(group[k:])
+    return np.asarray(kept, dtype=np.int64), np.asarray(rest, dtype=np.int64)
+
+
 def split_cold_items(dataset):
     config = dataset.config
     cold = draw_cold(dataset, "item", config["cold_item_ratio"], config["seed"])
     is_cold = np.isin(dataset.inter_feat[dataset.iid_field].numpy(), cold)
     train_ratio, valid_ratio = config["eval_args"]["split"]["RS"][:2]
     train, valid = _per_user_split(dataset, np.flatnonzero(~is_cold), [train_ratio, valid_ratio])
-    parts = [dataset.copy(dataset.inter_feat[index]) for index in (train, valid, np.flatnonzero(is_cold))]
+    kept, test = _keep_first(
+        dataset, dataset.iid_field, np.flatnonzero(is_cold), cold, config["cold_item_max_history"] or 0, 2
+    )
+    train = np.sort(np.concatenate([train, kept]))
+    parts = [dataset.copy(dataset.inter_feat[index]) for index in (train, valid, test)]
     mask = torch.zeros(dataset.item_num, dtype=torch.bool)
     mask[torch.from_numpy(cold)] = True
     parts[2].candidate_items = mask
@@ -134,19 +162,11 @@ def split_cold_users(dataset):
     users = dataset.inter_feat[dataset.uid_field].numpy()
     is_cold = np.isin(users, cold)
     train, valid, test = _per_user_split(dataset, np.flatnonzero(~is_cold), config["eval_args"]["split"]["RS"])
-    # Each cold user's kept count is drawn once, then the first rows in split order are kept
-    # (random under RO, earliest under TO).
-    rng = np.random.default_rng([config["seed"], 1])
-    keep = dict(zip(cold.tolist(), rng.integers(0, config["cold_user_max_history"] + 1, len(cold)).tolist()))
-    cold_train, cold_test = [], []
-    positions = np.flatnonzero(is_cold)
-    for group in dataset._grouped_index(users[positions]):
-        group = positions[group]
-        k = keep[int(users[group[0]])]
-        cold_train.extend(group[:k])
-        cold_test.extend(group[k:])
-    train = np.sort(np.concatenate([train, np.asarray(cold_train, dtype=np.int64)]))
-    test = np.sort(np.concatenate([test, np.asarray(cold_test, dtype=np.int64)]))
+    kept, rest = _keep_first(
+        dataset, dataset.uid_field, np.flatnonzero(is_cold), cold, config["cold_user_max_history"], 1
+    )
+    train = np.sort(np.concatenate([train, kept]))
+    test = np.sort(np.concatenate([test, rest]))
     return [dataset.copy(dataset.inter_feat[index]) for index in (train, valid, test)]
 
 

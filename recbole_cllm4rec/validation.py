@@ -83,6 +83,8 @@ RANGES = {
     "cold_item_ratio": (0, True, 1, False),
     "cold_user_ratio": (0, True, 1, False),
     "cold_user_max_history": (0, True, None, None),
+    "cold_item_max_history": (0, True, None, None),
+    "text_prior_count": (0, True, None, None),
 }
 SUFFIX_RANGES = {
     "batch_size": (1, True, None, None),

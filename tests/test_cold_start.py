@@ -15,6 +15,7 @@ from recbole_cllm4rec.validation import InputError
 
 COLD_ITEM = os.path.join(ROOT, "properties", "protocol", "ml-100k-cold-item.yaml")
 COLD_USER = os.path.join(ROOT, "properties", "protocol", "ml-100k-cold-user.yaml")
+SPARSE_ITEM = os.path.join(ROOT, "properties", "protocol", "ml-100k-sparse-item.yaml")
 QUIET = {"state": "WARNING", "show_progress": False}
 
 
@@ -88,6 +89,26 @@ def test_cold_user_split_keeps_at_most_five_and_is_reproducible():
     assert len(train._dataset) + len(valid._dataset) + len(test._dataset) == len(atomic)
     _, again, (train2, _, _) = split("Pop", COLD_USER)
     assert sorted(pairs(dataset, train._dataset)) == sorted(pairs(again, train2._dataset))
+
+
+def test_sparse_item_split_keeps_zero_to_five_per_rare_item_and_none_in_validation():
+    """cold_item_max_history: 5: each rare item keeps a uniform 0..5 of its interactions for
+    training, none for validation; test is exactly the rest of the rare items' interactions;
+    nothing is lost; the same seed gives the same split and the pure cold-item split is unchanged."""
+    config, dataset, (train, valid, test) = split("Pop", SPARSE_ITEM)
+    rare = test._dataset.candidate_items.numpy()
+    items = lambda part: part._dataset.inter_feat["item_id"].numpy()
+    counts = np.bincount(items(train), minlength=dataset.item_num)
+    total = np.bincount(np.concatenate([items(train), items(valid), items(test)]), minlength=dataset.item_num)
+    assert abs(rare.sum() - 0.2 * (dataset.item_num - 1)) <= 1
+    assert set(counts[rare].tolist()) == {0, 1, 2, 3, 4, 5}
+    assert (counts[rare] <= total[rare]).all() and rare[items(test)].all() and not rare[items(valid)].any()
+    assert (np.bincount(items(test), minlength=dataset.item_num)[rare] == total[rare] - counts[rare]).all()
+    assert len(train._dataset) + len(valid._dataset) + len(test._dataset) == len(atomic_pairs(config))
+    _, again, (train2, _, _) = split("Pop", SPARSE_ITEM)
+    assert sorted(pairs(dataset, train._dataset)) == sorted(pairs(again, train2._dataset))
+    _, _, (_, _, cold_test) = split("Pop", COLD_ITEM)
+    assert torch.equal(cold_test._dataset.candidate_items, test._dataset.candidate_items)
 
 
 def test_non_candidates_are_masked_at_full_sort_time(cold_item_split):

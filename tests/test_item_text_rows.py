@@ -326,6 +326,41 @@ def test_text_map_ranks_cold_items_by_a_map_of_their_text_state_fitted_on_warm_i
     assert changed[item] and int(changed.sum()) == 1
 
 
+def test_text_prior_count_leans_each_item_on_its_text_map_by_its_training_count(ml100k_tiny):
+    """text_prior_count: k: every item ranks with (n row + k map) / (n + k), n its training
+    interactions, the map fitted on the warm items as text_map fits it; an unseen item takes
+    the map, a popular one stays near its trained row; the padding row is untouched."""
+    from recbole_cllm4rec.model.cold_items import fit_map, ranking_rows
+
+    k = 10.0
+    model = fresh_model(ml100k_tiny, cold_item_rows="text_map", item_text_rows=False, text_prior_count=k)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # rows off their start, as training would leave them
+        model.item_rec.weight.copy_(0.05 * torch.randn(model.item_rec.weight.shape, generator=generator))
+    warm = model.trained_items.clone()
+    rows, bias = ranking_rows(model)
+    trained_rows, trained_bias = model.item_rec.weight.detach(), model.item_bias["rec"].detach()
+    target = torch.cat([trained_rows[warm], trained_bias[warm, None]], 1)
+    (weights, intercept), _ = fit_map(model.item_text_states[warm], target, model.seed)
+    mapped = (model.item_text_states.double() @ weights + intercept).float()
+    n = torch.as_tensor(model._item_counts(), dtype=torch.float32)
+    keep = n / (n + k)
+    expected_rows = keep[:, None] * trained_rows + (1 - keep[:, None]) * mapped[:, :-1]
+    expected_bias = keep * trained_bias + (1 - keep) * mapped[:, -1]
+    assert torch.allclose(rows[1:], expected_rows[1:], atol=1e-5)
+    assert torch.allclose(bias[1:], expected_bias[1:], atol=1e-5)
+    assert torch.equal(rows[0], trained_rows[0])
+    rare, popular = int(torch.nonzero(n == 1).flatten()[0]), int(n.argmax())
+    assert (rows[rare] - mapped[rare, :-1]).norm() < (rows[rare] - trained_rows[rare]).norm()
+    assert (rows[popular] - trained_rows[popular]).norm() < 0.1 * (rows[popular] - mapped[popular, :-1]).norm()
+    assert not torch.allclose(rows[warm], trained_rows[warm])  # unlike text_map alone, warm rows move
+
+
+def test_text_prior_count_without_text_map_says_what_to_do(ml100k_tiny):
+    with pytest.raises(ValueError, match="text_prior_count: 10.*cold_item_rows: text_map"):
+        fresh_model(ml100k_tiny, cold_item_rows="trained", text_prior_count=10)
+
+
 def test_text_map_without_an_item_text_template_says_what_to_do(ml100k_tiny):
     with pytest.raises(ValueError, match="cold_item_rows other than text_map"):
         fresh_model(ml100k_tiny, cold_item_rows="text_map", item_text_rows=False, item_text=None)

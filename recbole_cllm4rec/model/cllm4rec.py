@@ -142,6 +142,7 @@ class CLLM4Rec(GeneralRecommender):
         # learning what the visible items imply; frozen, it keeps its pretrained value.
         self.user_rec.weight.requires_grad_(config["train_rec_user_rows"])
         self.cold_item_rows = config["cold_item_rows"]
+        self.text_prior_count = float(config["text_prior_count"] or 0)
         if config["content_init"] == "text":
             with torch.no_grad():
                 self.item_content.weight.copy_(cold_items.text_rows(self, dataset, config["item_text"]))
@@ -191,6 +192,11 @@ class CLLM4Rec(GeneralRecommender):
             raise ValueError(
                 f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
                 f"without the content LM: set use_content: True or content_init: text"
+            )
+        if (config["text_prior_count"] or 0) > 0 and config["cold_item_rows"] != "text_map":
+            raise ValueError(
+                f"text_prior_count: {config['text_prior_count']} shrinks item rows toward their text "
+                f"map, which only cold_item_rows: text_map fits: set it, or text_prior_count: 0"
             )
 
     def _tables(self, hidden, std):

@@ -11,6 +11,9 @@ as a negative. At ranking time its row can instead come from the content side:
 * ``text_map``: the same ridge map, from the item's text state (what the frozen LM makes of
   its ``item_text``, as ``item_text_rows`` reads it) instead of its content row: no content
   LM needed, and the only path by which the LM's pretrained knowledge reaches a cold item.
+  With ``text_prior_count: k > 0`` every item's row and bias become ``(n row + k map) / (n + k)``,
+  n its training interactions: the text map acts as a prior worth k interactions, so an item
+  seen a few times leans on its text and a popular one keeps its trained row (n = 0: the map).
 
 The score is still the LM's prompt state dotted with the row (plus the bias).
 ``content_init: text`` starts every item's content row at the mean input embedding of its text's
@@ -73,7 +76,8 @@ def ranking_rows(model):
     warm = model.trained_items.cpu().numpy().copy()
     cold = ~warm
     cold[0] = False
-    if not cold.any() or not warm.any():
+    shrink = model.cold_item_rows == "text_map" and model.text_prior_count > 0
+    if not warm.any() or not (cold.any() or shrink):
         return None
     rows = model.item_rows("rec").detach().clone()
     bias = model.item_bias["rec"].detach().clone() if "rec" in model.item_bias else None
@@ -86,8 +90,14 @@ def ranking_rows(model):
         return rows, bias
     target = rows[warm_t] if bias is None else torch.cat([rows[warm_t], bias[warm_t, None]], 1)
     (weights, intercept), _ = fit_map(source[warm_t].cpu(), target.cpu(), model.seed)
-    predicted = (source[cold_t].cpu().double() @ weights + intercept).to(rows.dtype).to(rows.device)
-    rows[cold_t] = predicted[:, : rows.shape[1]]
+    predicted = (source.cpu().double() @ weights + intercept).to(rows.dtype).to(rows.device)
+    if shrink:
+        counts = torch.as_tensor(model._item_counts(), dtype=rows.dtype, device=rows.device)
+        keep = counts / (counts + model.text_prior_count)
+    else:
+        keep = warm_t.to(rows.dtype)
+    keep[0] = 1.0  # the padding item
+    rows = keep[:, None] * rows + (1 - keep[:, None]) * predicted[:, : rows.shape[1]]
     if bias is not None:
-        bias[cold_t] = predicted[:, -1]
+        bias = keep * bias + (1 - keep) * predicted[:, -1]
     return rows, bias
