@@ -5,10 +5,11 @@ trained CLLM4Rec checkpoints (no retraining):
 
 Each item's recommendation row and bias are shrunk towards what its text predicts, more so the
 fewer training interactions it has: ``row_j <- (n_j row_j + k m_j) / (n_j + k)``, where ``m_j`` is
-the ridge map (text state -> row, bias) fitted on the items with training interactions (as
-``cold_item_rows: text_map`` fits it) and ``n_j`` the item's training count. k = 0 is the model as
-trained. Items with no training interaction keep their trained rows (``trained``) or take the
-mapped ones (``text_map``, as ``cold_item_rows: text_map`` does). The text state is read by the checkpoint's own backbone (pretrained or random weights), so
+the ridge map (text state -> row, bias) fitted on the items with training interactions and
+``n_j`` the item's training count: the model's own ``cold_item_rows: text_map`` with
+``text_prior_count: k``. k = 0 is the model as trained, except that items with no training
+interaction take the map (on the sparse protocol that changed no metric: none of them reached a
+top 10). The text state is read by the checkpoint's own backbone (pretrained or random weights), so
 a random-weights checkpoint gets its own, uninformed map. Valid and test NDCG@10 per k, RecBole's
 evaluator; choose k on valid only.
 """
@@ -22,17 +23,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_files", nargs="+")
     parser.add_argument("--k", default="0,1,3,10,30")
+    parser.add_argument(
+        "--users", action="store_true", help="the users' text map (cold_user_states) instead of the items'"
+    )
     args = parser.parse_args()
 
-    import torch
     from recbole.quick_start import load_data_and_model
 
-    from recbole_cllm4rec.model import cold_items
+    from recbole_cllm4rec import coldstart
     from recbole_cllm4rec.registry import get_trainer
 
     grid = [float(k) for k in args.k.split(",")]
-    print("| checkpoint | weights | items without training interactions | k | valid NDCG@10 | test NDCG@10 |")
-    print("|---|---|---|---|---|---|")
+    print("| checkpoint | weights | text map | k | valid NDCG@10 | test NDCG@10 | test NDCG@10 by history length |")
+    print("|---|---|---|---|---|---|---|")
     for path in args.model_files:
         config, model, _, train, valid, test = load_data_and_model(path)
         config.compatibility_settings()
@@ -46,34 +49,26 @@ def main():
             return states[key]
 
         model.prompt_states = cached_states
-        text = model._item_text_states(train._dataset, config["item_text"]).to(model.device)
-        rows = model.item_rows("rec").detach().clone()
-        bias = model.item_bias["rec"].detach().clone()
-        warm = model.trained_items.clone()
-        target = torch.cat([rows[warm], bias[warm, None]], 1)
-        (weights, intercept), _ = cold_items.fit_map(text[warm].cpu(), target.cpu(), model.seed)
-        mapped = (text.cpu().double() @ weights + intercept).float().to(rows.device)
-        counts = torch.as_tensor(model._item_counts(), dtype=torch.float32, device=rows.device)
-        untrained = ~warm
-        untrained[0] = False
-        for cold in ("trained", "text_map"):
-            for k in grid:
-                keep = (counts / (counts + k)) if k else torch.ones_like(counts)
-                keep = keep.where(warm, torch.ones_like(counts) if cold == "trained" else torch.zeros_like(counts))
-                keep[0] = 1.0
-                keep = keep[:, None]
-                shrunk = (
-                    keep * rows + (1 - keep) * mapped[:, :-1],
-                    keep[:, 0] * bias + (1 - keep[:, 0]) * mapped[:, -1],
-                )
-                cold_items.ranking_rows = lambda _model, shrunk=shrunk: shrunk
-                v = trainer.evaluate(valid, load_best_model=False)["ndcg@10"]
-                t = trainer.evaluate(test, load_best_model=False)["ndcg@10"]
-                print(
-                    f"| {path.rsplit('/', 1)[-1]} | {config['llm_weights']}, seed {config['seed']} | {cold} ({int(untrained.sum())} items) "
-                    f"| {k:g} | {v:.4f} | {t:.4f} |",
-                    flush=True,
-                )
+        side = "user" if args.users else "item"
+        if not len(getattr(model, f"{side}_text_states")):
+            text = model._text_states(train._dataset, side, config[f"{side}_text"], ("", ""))
+            setattr(model, f"{side}_text_states", text.to(model.device))
+        if args.users:
+            untrained = model.n_users - 1 - model.corpus.users_with_history().size
+        else:
+            untrained = int((~model.trained_items[1:]).sum())
+        for k in grid:  # the model's own text prior (a text_map with text_prior_count: k)
+            setattr(model, "cold_user_states" if args.users else "cold_item_rows", "text_map")
+            model.text_prior_count, model._ranking_rows, model._user_map = k, None, None
+            v = trainer.evaluate(valid, load_best_model=False)["ndcg@10"]
+            t = trainer.evaluate(test, load_best_model=False)["ndcg@10"]
+            buckets = coldstart.extra_results(config, trainer, train, test) if args.users else {}
+            extra = " ".join(f"{c}: {x:.4f}" for table in buckets.values() for c, x in table.items())
+            print(
+                f"| {path.rsplit('/', 1)[-1]} | {config['llm_weights']}, seed {config['seed']} | text_map "
+                f"({untrained} {side}s without history) | {k:g} | {v:.4f} | {t:.4f} | {extra} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ CHOICES = {
     "text_pooling": ("auto", "mean", "cls", "max", "last"),
     "item_representation": ("language", "id"),
     "cold_item_rows": ("trained", "content", "content_map", "text_map"),
+    "cold_user_states": ("trained", "text_map"),
     "content_init": ("random", "text"),
     "negative_items": ("all", "trained"),
     "softmax_items": ("all", "trained"),

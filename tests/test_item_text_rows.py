@@ -357,8 +357,47 @@ def test_text_prior_count_leans_each_item_on_its_text_map_by_its_training_count(
 
 
 def test_text_prior_count_without_text_map_says_what_to_do(ml100k_tiny):
-    with pytest.raises(ValueError, match="text_prior_count: 10.*cold_item_rows: text_map"):
+    with pytest.raises(ValueError, match="text_prior_count: 10 weighs a text map.*cold_item_rows: text_map"):
         fresh_model(ml100k_tiny, cold_item_rows="trained", text_prior_count=10)
+
+
+def test_cold_user_states_text_map_mixes_each_read_out_with_the_users_text_map(ml100k_tiny):
+    """cold_user_states: text_map: a user's read-out when ranking is (n state + k map) / (n + k),
+    n the training-history length, the map a ridge fit from the user text state (user_text) to
+    one-order read-outs of the users with a history; a user without one takes the map instead of
+    the zero read-out (bias alone); each user's scores move with their own text state only."""
+    from recbole_cllm4rec.model.cold_items import fit_map, fit_user_map, user_ranking_states
+
+    k = 5.0
+    model = fresh_model(ml100k_tiny, cold_user_states="text_map", text_prior_count=k)
+    assert model.user_text_states.shape[0] == model.n_users and model.user_text_states[1:].abs().sum() > 0
+    users = _users(model, 4)
+    user_map = fit_user_map(model)
+    warm = model.corpus.users_with_history()
+    (weights, intercept), _ = fit_map(model.user_text_states[warm], model.ranking_states(warm, 1), model.seed)
+    assert torch.allclose(user_map[0], weights) and torch.allclose(user_map[1], intercept)
+
+    states = model.ranking_states(users, model.eval_prompt_draws)
+    mapped = (model.user_text_states[users].double() @ weights + intercept).float()
+    n = torch.as_tensor([len(model.corpus.histories[u]) for u in users], dtype=torch.float32)
+    expected = (n[:, None] * states + k * mapped) / (n[:, None] + k)
+    assert torch.allclose(user_ranking_states(model, users, states, user_map), expected, atol=1e-5)
+    batch = Interaction({model.USER_ID: torch.as_tensor(users)})
+    scores = model.full_sort_predict(batch)
+    assert torch.allclose(scores[:, 1:], model.item_logits(expected, "rec")[:, 1:], atol=1e-4)
+
+    model.user_text_states[users[0]] += 1.0
+    model._user_map = None
+    moved = (model.full_sort_predict(batch) - scores)[:, 1:].abs().amax(1) > 1e-5
+    assert moved[0] and not moved[1:].any()
+
+    model.text_prior_count = 0.0  # only a user with no training interaction takes the map
+    cold_user = users[1]
+    model.corpus.histories[cold_user] = model.corpus.histories[cold_user][:0]
+    model._user_map = None
+    cold_scores = model.full_sort_predict(Interaction({model.USER_ID: torch.as_tensor([cold_user])}))
+    bias_only = model.item_bias["rec"][1:]
+    assert not torch.allclose(cold_scores[0, 1:], bias_only, atol=1e-3)
 
 
 def test_text_map_without_an_item_text_template_says_what_to_do(ml100k_tiny):

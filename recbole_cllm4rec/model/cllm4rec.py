@@ -125,7 +125,12 @@ class CLLM4Rec(GeneralRecommender):
         self.text_projection = nn.ModuleDict()
         self.register_buffer("item_text_states", torch.zeros(0), persistent=False)
         if config["item_text_rows"] or config["cold_item_rows"] == "text_map":
-            self.item_text_states = self._item_text_states(dataset, config["item_text"])
+            self.item_text_states = self._text_states(
+                dataset,
+                "item",
+                config["item_text"],
+                ("item_text_rows", "use item_text_rows: False and a cold_item_rows other than text_map"),
+            )
         if config["item_text_rows"]:
             projection = nn.Linear(self.item_text_states.shape[1], hidden, bias=False)
             nn.init.normal_(projection.weight, std=config["id_init_std"])
@@ -143,10 +148,17 @@ class CLLM4Rec(GeneralRecommender):
         self.user_rec.weight.requires_grad_(config["train_rec_user_rows"])
         self.cold_item_rows = config["cold_item_rows"]
         self.text_prior_count = float(config["text_prior_count"] or 0)
+        self.cold_user_states = config["cold_user_states"] or "trained"
+        self.register_buffer("user_text_states", torch.zeros(0), persistent=False)
+        if self.cold_user_states == "text_map":
+            self.user_text_states = self._text_states(
+                dataset, "user", config["user_text"], ("cold_user_states: text_map", "use cold_user_states: trained")
+            )
         if config["content_init"] == "text":
             with torch.no_grad():
                 self.item_content.weight.copy_(cold_items.text_rows(self, dataset, config["item_text"]))
         self._ranking_rows = None  # (rows,) cached while evaluating; see cold_items.ranking_rows
+        self._user_map = None  # (weights, intercept) cached while evaluating; see cold_items.fit_user_map
 
     # ---- set-up --------------------------------------------------------------------------
     @staticmethod
@@ -193,10 +205,13 @@ class CLLM4Rec(GeneralRecommender):
                 f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
                 f"without the content LM: set use_content: True or content_init: text"
             )
-        if (config["text_prior_count"] or 0) > 0 and config["cold_item_rows"] != "text_map":
+        if (config["text_prior_count"] or 0) > 0 and "text_map" not in (
+            config["cold_item_rows"],
+            config["cold_user_states"],
+        ):
             raise ValueError(
-                f"text_prior_count: {config['text_prior_count']} shrinks item rows toward their text "
-                f"map, which only cold_item_rows: text_map fits: set it, or text_prior_count: 0"
+                f"text_prior_count: {config['text_prior_count']} weighs a text map, but there is none: "
+                f"set cold_item_rows: text_map or cold_user_states: text_map, or text_prior_count: 0"
             )
 
     def _tables(self, hidden, std):
@@ -214,39 +229,39 @@ class CLLM4Rec(GeneralRecommender):
         return torch.log_softmax(torch.as_tensor(np.log1p(self._item_counts()), dtype=torch.float32), 0)
 
     @torch.no_grad()
-    def _item_text_states(self, dataset, template):
-        """[n_items, H]: each item's text (the dataset's ``item_text``) read by the whole frozen
-        backbone, its final states averaged over the text's tokens, then standardised over the
-        items and scaled to norm ~1; zeros for an item without text. The text is item metadata,
-        not interactions, so every item (cold ones too) gets its state."""
+    def _text_states(self, dataset, kind, template, missing_hint):
+        """[n_items or n_users, H]: each entity's text (``item_text`` / ``user_text``) read by the
+        whole frozen backbone, its final states averaged over the text's tokens, then standardised
+        over the entities and scaled to norm ~1; zeros where there is no text. The text is
+        metadata, not interactions, so cold items and users get their state too."""
         if not template:
             raise ValueError(
-                f"item_text_rows needs item texts, but dataset '{dataset.dataset_name}' has no "
-                f"item_text template: set item_text in its yaml, or use item_text_rows: False "
-                f"and a cold_item_rows other than text_map"
+                f"{missing_hint[0]} needs {kind} texts, but dataset '{dataset.dataset_name}' has no "
+                f"{kind}_text template: set {kind}_text in its yaml, or {missing_hint[1]}"
             )
-        texts = {item: self.corpus._text_ids(text) for item, text in enumerate(entity_texts(dataset, "item", template))}
-        items = [item for item, ids in texts.items() if item and len(ids)]
+        rendered = entity_texts(dataset, kind, template)
+        texts = {entity: self.corpus._text_ids(text) for entity, text in enumerate(rendered)}
+        entities = [entity for entity, ids in texts.items() if entity and len(ids)]
         start = len(self.corpus.start)
         device = self.backbone.get_input_embeddings().weight.device
-        states = torch.zeros(self.n_items, self.backbone.config.hidden_size)
-        lengths = [start + len(texts[item]) for item in items]
+        states = torch.zeros(len(rendered), self.backbone.config.hidden_size)
+        lengths = [start + len(texts[entity]) for entity in entities]
         for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
-            batch_items = [items[i] for i in batch]
+            batch_entities = [entities[i] for i in batch]
             ids, mask = pad_batch(
-                [np.concatenate([self.corpus.start, texts[i]]) for i in batch_items], self.corpus.pad_id
+                [np.concatenate([self.corpus.start, texts[e]]) for e in batch_entities], self.corpus.pad_id
             )
             ids, mask = torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device)
             with self.autocast_context(device):
                 hidden = self.backbone.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             weights = mask.float()
             weights[:, :start] = 0  # the start token is the same in every text
-            states[batch_items] = (
+            states[batch_entities] = (
                 torch.einsum("bl,blh->bh", weights, hidden.float()) / weights.sum(1, keepdim=True)
             ).cpu()
-        if len(items) > 1:
-            text = states[items]
-            states[items] = (text - text.mean(0)) / text.std(0).clamp_min(1e-6) / text.shape[1] ** 0.5
+        if len(entities) > 1:
+            text = states[entities]
+            states[entities] = (text - text.mean(0)) / text.std(0).clamp_min(1e-6) / text.shape[1] ** 0.5
         return states
 
     def tables(self, kind):
@@ -287,7 +302,7 @@ class CLLM4Rec(GeneralRecommender):
 
     def train(self, mode=True):
         super().train(mode)
-        self._ranking_rows = None  # the tables may change from here on
+        self._ranking_rows = self._user_map = None  # the tables may change from here on
         if not self.backbone_dropout:
             self.backbone.eval()
         return self
@@ -489,20 +504,31 @@ class CLLM4Rec(GeneralRecommender):
         return self.rec_loss(self.recommendation_examples(users))  # (multinomial, MR): RecBole sums both
 
     @torch.no_grad()
-    def full_sort_predict(self, interaction):
-        """Item scores averaged over ``eval_prompt_draws`` orders (and, for histories longer than
-        eval_max_doc_items, samples) of each user's history: training saw random orders, so
-        one fixed order is one draw of a random read-out."""
-        users = interaction[self.USER_ID].cpu().numpy()
-        scores = torch.zeros(len(users), self.n_items, device=self.device)
-        if self._ranking_rows is None:  # cold items' rows from the content side (cold_item_rows)
-            self._ranking_rows = (cold_items.ranking_rows(self),)
-        for draw in range(self.eval_prompt_draws):
+    def ranking_states(self, users, draws):
+        """Read-out [B, H] of each user's prompt, averaged over ``draws`` orders (and, for
+        histories longer than eval_max_doc_items, samples) of the history."""
+        states = torch.zeros(len(users), self.backbone.config.hidden_size, device=self.device)
+        for draw in range(draws):
             histories = [self.corpus.eval_history(u, self.seed, draw) for u in users]
             lengths = [len(h) for h in histories]
             for batch in length_batches(lengths, self.llm_batch_size, max_tokens=self.max_batch_tokens):
-                scores[batch] += self.rec_scores(users[batch], [histories[i] for i in batch], self._ranking_rows[0])
-        return scores / self.eval_prompt_draws
+                states[batch] += self.prompt_states(users[batch], [histories[i] for i in batch])
+        return states / draws
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        """Item scores from the read-out averaged over ``eval_prompt_draws`` orders of each
+        user's history (training saw random orders, so one fixed order is one draw of a random
+        read-out; the logits are linear in the state, so this is their average too)."""
+        users = interaction[self.USER_ID].cpu().numpy()
+        if self._ranking_rows is None:  # cold items' rows from the content side (cold_item_rows)
+            self._ranking_rows = (cold_items.ranking_rows(self),)
+        states = self.ranking_states(users, self.eval_prompt_draws)
+        if self.cold_user_states == "text_map":
+            if self._user_map is None:
+                self._user_map = cold_items.fit_user_map(self)
+            states = cold_items.user_ranking_states(self, users, states, self._user_map)
+        return self.item_logits(states, "rec", self._ranking_rows[0])
 
     def predict(self, interaction):
         scores = self.full_sort_predict(interaction)
@@ -520,7 +546,7 @@ class CLLM4Rec(GeneralRecommender):
         # The frozen backbone is rebuilt from llm_path, not stored in every checkpoint.
         full = {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
         full.update(state_dict)
-        self._ranking_rows = None
+        self._ranking_rows = self._user_map = None
         return super().load_state_dict(full, strict=strict, assign=assign)
 
     def backbone_fingerprint(self):

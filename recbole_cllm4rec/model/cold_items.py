@@ -1,4 +1,5 @@
-"""CLLM4Rec's rows for items with no training interaction (``cold_item_rows``).
+"""CLLM4Rec's rows for items with no training interaction (``cold_item_rows``), and the
+read-out of users with few or none (``cold_user_states``).
 
 Such an item is never a target, so its recommendation row and bias are only ever pushed down
 as a negative. At ranking time its row can instead come from the content side:
@@ -14,6 +15,12 @@ as a negative. At ranking time its row can instead come from the content side:
   With ``text_prior_count: k > 0`` every item's row and bias become ``(n row + k map) / (n + k)``,
   n its training interactions: the text map acts as a prior worth k interactions, so an item
   seen a few times leans on its text and a popular one keeps its trained row (n = 0: the map).
+
+``cold_user_states: text_map`` does the same for users: a ridge map from the user's text state
+(``user_text``, e.g. age, gender and occupation, read by the frozen LM) to the read-out of their
+recommendation prompt, fitted on the users with a training history; a user's read-out becomes
+``(n state + k map) / (n + k)`` (k = ``text_prior_count``; with k = 0, users with no training
+interaction take the map, whose prompt otherwise reads out zeros and ranks by the bias alone).
 
 The score is still the LM's prompt state dotted with the row (plus the bias).
 ``content_init: text`` starts every item's content row at the mean input embedding of its text's
@@ -101,3 +108,24 @@ def ranking_rows(model):
     if bias is not None:
         bias = keep * bias + (1 - keep) * predicted[:, -1]
     return rows, bias
+
+
+@torch.no_grad()
+def fit_user_map(model, chunk=256):
+    """``(weights, intercept)``: ridge map from the user text state to the prompt read-out (one
+    history order each), fitted on the users with training interactions."""
+    lengths = np.array([len(h) for h in model.corpus.histories])
+    warm = np.flatnonzero(lengths > 0)
+    warm = warm[warm > 0]  # RecBole's padding user 0
+    states = torch.cat([model.ranking_states(warm[i : i + chunk], 1).cpu() for i in range(0, len(warm), chunk)])
+    (weights, intercept), _ = fit_map(model.user_text_states[warm], states, model.seed)
+    return weights, intercept
+
+
+def user_ranking_states(model, users, states, user_map):
+    """``states`` [B, H] of ``users`` mixed with their text map by training-history length n."""
+    weights, intercept = user_map
+    mapped = (model.user_text_states[users].double() @ weights + intercept).to(states)
+    n = torch.as_tensor([len(model.corpus.histories[u]) for u in users], dtype=states.dtype, device=states.device)
+    keep = n / (n + model.text_prior_count) if model.text_prior_count > 0 else (n > 0).to(states.dtype)
+    return keep[:, None] * states + (1 - keep[:, None]) * mapped
