@@ -52,7 +52,11 @@ CLLM4REC_SCHEDULE = ["--epochs=10", "--eval_step=2", "--eval_prompt_draws=2", "-
 NO_TEXT = {
     "cold-item": ["--cold_item_rows=trained"],
     "sparse-item": ["--cold_item_rows=trained", "--text_prior_count=0"],
+    "cold-user": ["--cold_user_states=trained", "--text_prior_count=0"],
 }
+# Where the main table mixes in interactions the protocol is not about, the test metrics come
+# from the cell's own extra table (its title, as written above the table).
+TEST_TABLE = {"cold-user": "Test, the cold users only:"}
 ID_BASELINES = ["Pop", "BPR", "MultiVAE", "LightGCN", "EASE", "ItemKNN"]
 ABLATIONS = {"vs random weights": "CLLM4Rec random weights", "vs no text": "CLLM4Rec no text"}
 COLUMNS = {
@@ -96,27 +100,43 @@ def has_cell(protocol, group):
     return group != "CLLM4Rec no text" or protocol in NO_TEXT
 
 
-def read_table(path):
-    """Rows of the first table with a ``test ndcg@10`` column: model -> {key: float or None}."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f]
-    split = lambda line: [c.strip() for c in line.strip("|").split("|")]
-    heads = [i for i, line in enumerate(lines) if line.startswith("|") and "test ndcg@10" in split(line.lower())]
-    if not heads:
-        return {}
-    i, head = heads[0], split(lines[heads[0]].lower())
+def split_row(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def parse_table(lines, head_at, columns):
+    """Rows of the markdown table whose header is ``lines[head_at]``: model -> {key: float or None}."""
+    head = split_row(lines[head_at].lower())
     rows = {}
-    for line in lines[i + 2 :]:  # header, then the |---| rule
+    for line in lines[head_at + 2 :]:  # header, then the |---| rule
         if not line.startswith("|"):
             break
-        cells = split(line)
+        cells = split_row(line)
         values = {}
-        for col, key in COLUMNS.items():
+        for col, key in columns.items():
             try:  # a failed model's row says why in its second cell and leaves the rest empty: missing
                 values[key] = float(cells[head.index(col)]) if col in head else None
             except (ValueError, IndexError):
                 values[key] = None
         rows[cells[0]] = values
+    return rows
+
+
+def read_table(path, test_table=None):
+    """Rows of the first table with a ``test ndcg@10`` column: model -> {key: float or None}; with
+    ``test_table`` (a title line), its test metrics come from the table under that title."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    heads = [i for i, line in enumerate(lines) if line.startswith("|") and "test ndcg@10" in split_row(line.lower())]
+    if not heads:
+        return {}
+    rows = parse_table(lines, heads[0], COLUMNS)
+    if test_table:
+        titled = [i for i, line in enumerate(lines) if line == test_table]
+        test_columns = {col[len("test ") :]: key for col, key in COLUMNS.items() if col.startswith("test ")}
+        extra = parse_table(lines, titled[0] + 2, test_columns) if titled else {}
+        for model, values in rows.items():  # a cell without that table has no test metrics here
+            values.update(extra.get(model, dict.fromkeys(test_columns.values())))
     return rows
 
 
@@ -170,7 +190,7 @@ def collect():
             if not match or match[1] not in names:
                 continue
             group = names[match[1]]
-            for model, values in read_table(os.path.join(folder, file)).items():
+            for model, values in read_table(os.path.join(folder, file), TEST_TABLE.get(protocol)).items():
                 if values["ndcg"] is not None:  # a variant's row says CLLM4Rec: name it by its variant
                     name = group if group in CLLM4REC_VARIANTS else model
                     data.setdefault(protocol, {}).setdefault(name, {})[int(match[2])] = values

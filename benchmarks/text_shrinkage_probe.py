@@ -19,6 +19,19 @@ import argparse
 import recbole_cllm4rec  # noqa: F401  (before recbole.quick_start: its compat layer lets that import)
 
 
+def dataset_yaml(name):
+    """The package's current property file of the dataset (a checkpoint may predate a template)."""
+    import yaml
+
+    from recbole_cllm4rec.properties import property_file
+
+    path = property_file("dataset", name)
+    if path is None:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_files", nargs="+")
@@ -51,7 +64,8 @@ def main():
         model.prompt_states = cached_states
         side = "user" if args.users else "item"
         if not len(getattr(model, f"{side}_text_states")):
-            text = model._text_states(train._dataset, side, config[f"{side}_text"], ("", ""))
+            template = config[f"{side}_text"] or dataset_yaml(config["dataset"]).get(f"{side}_text")
+            text = model._text_states(train._dataset, side, template, (f"--{side}s", f"add {side}_text"))
             setattr(model, f"{side}_text_states", text.to(model.device))
         if args.users:
             untrained = model.n_users - 1 - model.corpus.users_with_history().size

@@ -10,7 +10,8 @@
 * ``cold_user_ratio: r``: a share r of the users (drawn with ``seed``) keeps a uniform 0..
   ``cold_user_max_history`` of its interactions for training and has all the others in test
   (none in validation); the other users are split by ``eval_args`` as usual. Test ranks the whole
-  catalogue; a second table gives NDCG@10 per bucket of training-history length.
+  catalogue; a second table gives the cold users' test metrics alone, a third NDCG@10 per bucket
+  of training-history length.
 
 The split replaces ``Dataset.build`` (the step that orders and splits), so ``data_preparation``,
 the samplers and ``FullSortEvalDataLoader`` work unchanged. The one evaluator hook: a test
@@ -167,7 +168,9 @@ def split_cold_users(dataset):
     )
     train = np.sort(np.concatenate([train, kept]))
     test = np.sort(np.concatenate([test, rest]))
-    return [dataset.copy(dataset.inter_feat[index]) for index in (train, valid, test)]
+    parts = [dataset.copy(dataset.inter_feat[index]) for index in (train, valid, test)]
+    parts[2].cold_users = cold
+    return parts
 
 
 def _build(original):
@@ -244,21 +247,26 @@ def extra_results(config, trainer, train_data, test_data, show_progress=False):
     lengths = history_lengths(train_data._dataset)
     dataset = test_data._dataset
     test_users = dataset.inter_feat[dataset.uid_field].numpy()
+
+    def evaluate(inside):
+        part = FullSortEvalDataLoader(
+            config, dataset.copy(dataset.inter_feat[np.flatnonzero(inside)]), test_data._sampler, shuffle=False
+        )
+        return trainer.evaluate(part, load_best_model=False, show_progress=show_progress)
+
+    tables = {}
+    cold_users = getattr(dataset, "cold_users", None)
+    if cold_users is not None:  # the main table mixes them with the warm users' test split
+        tables["test, the cold users only"] = dict(evaluate(np.isin(test_users, cold_users)))
     table = {}
     for low, high in BUCKETS:
         n = lengths[test_users]
         inside = (n >= low) & (n <= (high if high is not None else n.max()))
         label = bucket_label(low, high)
         users = len(np.unique(test_users[inside]))
-        if not users:
-            table[f"{label} ({users} users)"] = float("nan")
-            continue
-        part = FullSortEvalDataLoader(
-            config, dataset.copy(dataset.inter_feat[np.flatnonzero(inside)]), test_data._sampler, shuffle=False
-        )
-        result = trainer.evaluate(part, load_best_model=False, show_progress=show_progress)
-        table[f"{label} ({users} users)"] = result[BUCKET_METRIC]
-    return {f"test {BUCKET_METRIC.replace('ndcg', 'NDCG')} by training-history length": table}
+        table[f"{label} ({users} users)"] = evaluate(inside)[BUCKET_METRIC] if users else float("nan")
+    tables[f"test {BUCKET_METRIC.replace('ndcg', 'NDCG')} by training-history length"] = table
+    return tables
 
 
 def extra_tables(results):

@@ -216,13 +216,20 @@ def test_run_writes_the_whole_catalogue_and_bucket_tables(workdir):
     assert whole["ndcg@10"] == 0 < item["test_result"]["ndcg@10"]  # overall, Pop ranks warm items first
     assert "cold items" in item["protocol"]
     user = recbole_cllm4rec.run("Pop", "ml-100k", [COLD_USER], dict(QUIET), saved=False)
-    ((title, buckets),) = user["extra_results"].items()
+    (cold_title, cold_only), (title, buckets) = user["extra_results"].items()
+    assert cold_title == "test, the cold users only"
     assert [c.split(" ")[0] for c in buckets] == ["0", "1-2", "3-5", "6+"]
     assert all(np.isfinite(v) for v in buckets.values())
+    # ml-100k users all have 20+ ratings, so the cold users are exactly the buckets up to 5:
+    # their table is the user-weighted mean of those buckets (NDCG is a per-user mean)
+    counts = [int(c.split("(")[1].split()[0]) for c in buckets]
+    values = list(buckets.values())
+    expected = sum(n * v for n, v in zip(counts[:3], values[:3])) / sum(counts[:3])
+    assert cold_only["ndcg@10"] == pytest.approx(expected, abs=2e-4)
     from recbole_cllm4rec.coldstart import extra_tables
 
     lines = extra_tables([user])
-    assert lines[0].startswith("Test NDCG@10 by training-history length") and lines[-2].startswith("| Pop |")
+    assert lines[0].startswith("Test, the cold users only") and lines[-2].startswith("| Pop |")
 
 
 def test_alpharec_can_keep_cold_items_out_of_its_negatives(cold_item_split):

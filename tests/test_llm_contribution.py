@@ -74,3 +74,18 @@ def test_unknown_protocol_or_group_is_refused_before_anything_runs(bad, monkeypa
     with pytest.raises(SystemExit, match="unknown"):
         suite.run(args)
     assert not calls
+
+
+def test_cold_user_cells_read_their_test_metrics_from_the_cold_users_table(tmp_path):
+    """The cold-user main table mixes in the warm users' test split; the suite reads test metrics
+    from the cell's "cold users only" table, and the rest (valid, time, memory) from the main one."""
+    path = tmp_path / "cell.md"
+    path.write_text(
+        "# cell\n\n" + HEAD + "| CLLM4Rec | 0.3 | 0.2 | 0.25 | 10 | 100 |\n\n"
+        "Test, the cold users only:\n\n| model | recall@10 | ndcg@10 |\n|---|---|---|\n| CLLM4Rec | 0.11 | 0.6 |\n",
+        encoding="utf-8",
+    )
+    (values,) = suite.read_table(str(path), suite.TEST_TABLE["cold-user"]).values()
+    assert values == {"ndcg": 0.6, "recall": 0.11, "valid": 0.25, "secs": 10.0, "rss": 100.0}
+    assert suite.read_table(str(path))["CLLM4Rec"]["ndcg"] == 0.3
+    assert "--cold_user_states=trained" in suite.cell("cold-user", "CLLM4Rec no text", 2020)[2]
