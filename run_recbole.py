@@ -6,10 +6,21 @@ python run_recbole.py -m BPR --config_files="my.yaml" --learning_rate=0.01
 """
 
 import argparse
+import signal
 import sys
 
 
 def main(argv=None):
+    """The CLI; a Ctrl-C (SIGINT) or SIGTERM is one ``interrupted: ...`` line and exit code 128 + signal."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:  # quick_start.Interrupted says what was saved where
+        line = " ".join(str(err).split()) or "stopped before any model trained; nothing saved"
+        print(f"interrupted: {line}", file=sys.stderr)
+        return 128 + getattr(err, "signum", signal.SIGINT)
+
+
+def _main(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default="CLLM4Rec", help="model name, or a comma list to compare")
     parser.add_argument("--dataset", "-d", default="ml-100k")
@@ -30,8 +41,10 @@ def main(argv=None):
     args, rest = parser.parse_known_args(argv)
 
     import recbole_cllm4rec
-    from recbole_cllm4rec.quick_start import parse_overrides
+    from recbole_cllm4rec.quick_start import parse_overrides, stop_on_signals
     from recbole_cllm4rec.registry import available_models
+
+    stop_on_signals()  # SIGTERM too becomes the one-line stop, and a comparison stops its worker
 
     if args.list_models:
         ours, theirs = available_models()
@@ -68,11 +81,12 @@ def main(argv=None):
             )
         else:
             results_file = args.results_file or f"results/{args.dataset}.md"
-            results, table = recbole_cllm4rec.compare(
-                models, args.dataset, config_files, overrides, results_file, **launch
-            )
+            comparison = recbole_cllm4rec.compare(models, args.dataset, config_files, overrides, results_file, **launch)
+            results, table = comparison
             print(table)
-            print(f"\nwritten to {results_file}")
+            print(f"\nwritten to {comparison.results_file}")  # a fallback when results_file could not be written
+            if comparison.fallback_reason:
+                print(f"warning: {comparison.fallback_reason}", file=sys.stderr)
             failed = [r["model"] for r in results if r.get("failed")]
             if failed:  # the table keeps the finished rows; the exit code still says a run failed
                 print(f"error: {', '.join(failed)} failed; the table says why", file=sys.stderr)

@@ -59,15 +59,15 @@ def main():
     from recbole_cllm4rec.quick_start import compare_variants
 
     results_file = args.results_file or f"results/cllm4rec-ablation-{args.dataset}.md"
-    _, table = compare_variants(
+    comparison = compare_variants(
         "CLLM4Rec",
         {v: VARIANTS[v] for v in chosen},
         args.dataset,
         config_dict=parse_overrides(rest),
         results_file=results_file,
     )
-    print(table)
-    print(f"\nwritten to {results_file}")
+    print(comparison[1])
+    print(f"\nwritten to {comparison.results_file}")  # a fallback when results_file could not be written
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from recbole_cllm4rec.data.text import TextFieldError  # noqa: E402
 from recbole_cllm4rec.llm.backbone import BackboneError  # noqa: E402
 from recbole_cllm4rec.quick_start import (  # noqa: E402
     ConfigFileError,
+    Interrupted,
     UnguardedMainError,
     compare,
     run,
@@ -58,4 +59,5 @@ __all__ = [
     "ConfigFileError",
     "BackboneError",
     "USER_ERRORS",
+    "Interrupted",
 ]

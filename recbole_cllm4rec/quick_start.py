@@ -2,12 +2,15 @@
 several on the same dataset and split and writes one side-by-side table."""
 
 import datetime
+import json
 import logging
 import multiprocessing
 import os
 import platform
 import resource
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from logging import getLogger
@@ -16,6 +19,11 @@ import yaml
 
 from recbole_cllm4rec import coldstart, validation
 from recbole_cllm4rec.registry import check_dataset, get_model, get_trainer, properties_dir, property_file
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so one comparison per results file there
+    fcntl = None
 
 
 class ConfigFileError(ValueError):
@@ -159,12 +167,15 @@ def run(
         trainer.resume_checkpoint(config["resume_file"])
 
     fit_start = time.time()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    train_time = time.time() - fit_start
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    extra = coldstart.extra_results(config, trainer, train_data, test_data, config["show_progress"])
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        train_time = time.time() - fit_start
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        extra = coldstart.extra_results(config, trainer, train_data, test_data, config["show_progress"])
+    except KeyboardInterrupt as err:
+        raise _stopped_run(err, model, dataset, config_file_list, config_dict, trainer) from None
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
     return {
@@ -191,6 +202,7 @@ def is_multi_process(nproc=1, world_size=-1, **_rendezvous):
 
 
 def _run_rank(local_rank, args, queue):
+    _die_with_parent(os.getppid())
     model, dataset, config_file_list, config_dict, saved = args
     result = run(model, dataset, config_file_list, {**config_dict, "local_rank": local_rank}, saved)
     if local_rank == 0:
@@ -220,7 +232,18 @@ def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc
     ranks = {"world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc, "offset": group_offset}
     args = (model, dataset, config_file_list, {**(config_dict or {}), **ranks}, saved)
     start = time.time()
-    mp.spawn(_run_rank, args=(args, queue), nprocs=nproc, join=True)
+    context = mp.spawn(_run_rank, args=(args, queue), nprocs=nproc, join=False)
+    try:
+        while not context.join():
+            pass
+    except KeyboardInterrupt as err:  # stop the ranks here: exiting would wait for them to finish
+        for process in context.processes:
+            _stop_process(process, 0)
+        message = (
+            f"{model}'s {nproc} ranks stopped; a finished epoch left {config['checkpoint_dir']}/{model}-<stamp>"
+            f"-last.pth: go on with --resume_file=<that file>"
+        )
+        raise Interrupted(message, getattr(err, "signum", signal.SIGINT)) from None
     if queue.empty():
         return None  # this machine holds no rank 0
     result = queue.get()
@@ -240,7 +263,145 @@ def protocol(config):
     )
 
 
-def _run_in_child(args):
+# ---- interruption: one line, and no worker left training ----------------------------------------
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM. ``str()`` is one line saying what was saved
+    where and how to go on; ``signum`` is the signal (the CLI exits with 128 + signum)."""
+
+    def __init__(self, message="", signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+def stop_on_signals():
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread, once: later ones do nothing,
+    so the clean-up the first one starts (stopping a worker, reporting) is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    raised = []
+
+    def handler(signum, frame):
+        # a no-op later, not SIG_IGN: a signal already pending would print "ignored due to race condition"
+        if not raised:
+            raised.append(signum)
+            raise Interrupted(signum=signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _die_with_parent(parent_pid):
+    """SIGTERM to this worker when its parent dies, even by SIGKILL, so it never trains on for
+    nobody: Linux's PR_SET_PDEATHSIG, elsewhere a thread watching the parent's pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # 1: PR_SET_PDEATHSIG
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _stopped_run(err, model, dataset, config_file_list, config_dict, trainer):
+    """``Interrupted`` for a run stopped in training or testing, naming its saved files and the
+    command that goes on from the last one."""
+    best = trainer.saved_model_file if os.path.isfile(getattr(trainer, "saved_model_file", "") or "") else None
+    last = getattr(trainer, "last_model_file", None)
+    if last and os.path.isfile(last):
+        settings = {k: v for k, v in (config_dict or {}).items() if k != "resume_file"}
+        resume = command_line([model], dataset, config_file_list, {**settings, "resume_file": last})
+        saved = f"{best} (best on validation) and {last}" if best else last
+        message = f"{model} stopped; saved {saved} (last finished epoch); go on with: {resume}"
+    else:
+        message = f"{model} stopped before a last-state checkpoint was saved; nothing to resume from"
+    return Interrupted(message, getattr(err, "signum", signal.SIGINT))
+
+
+def _failure(err):
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _worker_main(conn, args, parent_pid):
+    """A comparison's worker process: ``run(*args)``, the outcome sent back as ``("result", dict)``,
+    ``("failed", reason)`` or ``("interrupted", one line)``; never a traceback for a signal."""
+    stop_on_signals()
+    _die_with_parent(parent_pid)
+    try:
+        try:
+            outcome = ("result", run(*args))
+        except KeyboardInterrupt as err:
+            outcome = ("interrupted", str(err) or f"{args[0]} stopped before training started; nothing saved")
+        except BaseException as err:  # noqa: BLE001  one model's failure becomes its row
+            outcome = ("failed", _failure(err))
+        try:
+            conn.send(outcome)
+        except (OSError, EOFError):
+            pass  # the parent is gone: nobody to report to
+        except Exception as err:  # noqa: BLE001  a result that does not pickle
+            conn.send(("failed", f"its result could not be sent back: {_failure(err)}"))
+    except KeyboardInterrupt:
+        pass  # a signal after the run ended; the parent has what it needs or is stopping
+    finally:
+        conn.close()
+
+
+def _stop_process(process, grace_s):
+    """Wait ``grace_s`` for ``process`` to end, then SIGTERM, then SIGKILL: it ends either way."""
+    process.join(grace_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(30)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
+def _run_in_worker(args):
+    """``run(*args)`` in a fresh spawned process (its peak memory is its own); a failure or a
+    death is a ``{"failed": reason}`` row. SIGINT/SIGTERM here stop the worker (SIGTERM, then
+    SIGKILL) before ``Interrupted`` goes up carrying the worker's own line on what it saved."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=_worker_main, args=(send, args, os.getpid()), name=f"recbole-{args[0]}")
+    try:
+        worker.start()
+        send.close()  # the worker holds the only write end: its death reads as EOF here
+        try:
+            kind, payload = receive.recv()
+        except (EOFError, OSError):
+            kind, payload = "failed", "its process died (killed, or out of memory?) before returning a result"
+        _stop_process(worker, 60)
+    except KeyboardInterrupt as err:
+        if worker.pid is not None:  # started (else there is nothing to stop)
+            _stop_process(worker, 0)
+        message = f"{args[0]} stopped"
+        try:
+            if receive.poll():
+                kind, payload = receive.recv()
+                message = payload if kind == "interrupted" else message
+        except Exception:  # noqa: BLE001  a message cut off by the interrupt
+            pass
+        raise Interrupted(message, getattr(err, "signum", signal.SIGINT)) from None
+    finally:
+        send.close()
+        receive.close()
+    if kind == "interrupted":  # the worker alone was signalled: a failed row, as a killed one gets
+        return {"failed": f"interrupted: {payload}"}
+    return payload if kind == "result" else {"failed": payload}
+
+
+def _run_in_child(args):  # the worker entry of parents started before _worker_main existed
     return run(*args)
 
 
@@ -248,25 +409,17 @@ def _run_isolated(jobs, launch=None, on_result=None):
     """Run each ``(label, run arguments)`` job in fresh processes, so peak memory is its own;
     ``launch`` holds ``run``'s multi-process arguments (its ranks are fresh processes already).
     A job that fails (an error, or its process killed) gives a row ``{"model", "failed"}`` and the
-    next job runs; ``on_result(results so far)`` is called after every job."""
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    ctx = multiprocessing.get_context("spawn")
+    next job runs; ``on_result(results so far)`` is called after every job. An interrupt stops
+    the job's processes and raises ``Interrupted``."""
     results = []
     for label, args in jobs:
-        try:
-            if is_multi_process(**(launch or {})):
+        if is_multi_process(**(launch or {})):
+            try:
                 result = run(*args, **launch)
-            else:
-                # an executor, not a Pool: a Pool respawns a worker that dies and waits forever
-                with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-                    result = pool.submit(_run_in_child, args).result()
-        except BrokenProcessPool:
-            result = {"failed": "its process died (killed, or out of memory?) before returning a result"}
-        except Exception as err:  # noqa: BLE001  one model's failure must not lose the others' rows
-            first = (str(err).strip().splitlines() or [""])[0]
-            result = {"failed": f"{type(err).__name__}: {first}" if first else type(err).__name__}
+            except Exception as err:  # noqa: BLE001  one model's failure must not lose the others' rows
+                result = {"failed": _failure(err)}
+        else:
+            result = _run_in_worker(args)
         if result is None:
             continue  # a multi-machine run whose rank 0 is elsewhere
         result["model"] = label
@@ -343,29 +496,63 @@ def check_writable(path):
         raise ConfigFileError(f"results_file '{path}' cannot be written ({err}); choose another path") from None
 
 
-def _writer(results_file, title, commands):
-    """``on_result`` for a comparison: rewrite the table after every finished model."""
-    state = {"path": results_file}
+class _ResultsWriter:
+    """``on_result`` for a comparison: merge the rows into the results file after every finished
+    model. ``path`` is the file actually written: when the requested one cannot be (disk full, a
+    read-only folder) the table goes to a temporary file, and ``fallback_reason`` says why."""
 
-    def write(results):
-        if not results_file:
+    def __init__(self, results_file, title, commands):
+        self.requested = self.path = results_file
+        self.title, self.commands = title, list(commands)
+        self.fallback_reason = None
+        self.rows_written = 0
+
+    def __call__(self, results):
+        if not self.requested:
             return
-        table = results_table(results)
         try:
-            write_results(state["path"], results, table, title, commands)
+            write_results(self.path, results, self.title, self.commands)
         except OSError as err:
+            if self.fallback_reason:
+                raise  # the fallback failed too: nowhere left to write
             import tempfile
 
             fallback = os.path.join(
-                tempfile.gettempdir(), f"recbole_cllm4rec-{os.getpid()}-{os.path.basename(results_file)}"
+                tempfile.gettempdir(), f"recbole_cllm4rec-{os.getpid()}-{os.path.basename(self.requested)}"
             )
-            message = f"could not write {state['path']} ({err}); the table goes to {fallback}"
-            getLogger().warning(message)
-            print(f"warning: {message}", file=sys.stderr)
-            state["path"] = fallback
-            write_results(fallback, results, table, title, commands)
+            self.fallback_reason = f"could not write {self.requested} ({err}); the table is in {fallback} instead"
+            getLogger().warning(self.fallback_reason)
+            print(f"warning: {self.fallback_reason}", file=sys.stderr)
+            self.path = fallback
+            # the requested file's rows (when readable) come along, so moving the fallback back loses none
+            write_results(fallback, results, self.title, self.commands, merge_from=self.requested)
+        self.rows_written = len(results)
 
-    return write
+
+def _writer(results_file, title, commands):
+    return _ResultsWriter(results_file, title, commands)
+
+
+class Comparison(tuple):
+    """``(results, table)`` as ``compare`` has always returned, plus ``results_file``: the file
+    actually written (``None`` without one), and ``fallback_reason`` when it is not the requested one."""
+
+    def __new__(cls, results, table, writer):
+        self = super().__new__(cls, (results, table))
+        self.results_file = writer.path
+        self.fallback_reason = writer.fallback_reason
+        return self
+
+
+def _compare_jobs(jobs, launch, writer):
+    """``_run_isolated`` whose interrupt line also says where the finished rows are."""
+    try:
+        results = _run_isolated(jobs, launch, writer)
+    except KeyboardInterrupt as err:
+        rows = f"the finished models' rows are in {writer.path}" if writer.rows_written else "no model had finished"
+        parts = [str(err) or "stopped between models", rows if writer.requested else ""]
+        raise Interrupted("; ".join(p for p in parts if p), getattr(err, "signum", signal.SIGINT)) from None
+    return Comparison(results, results_table(results), writer)
 
 
 def _check_before_training(runs, dataset, config_file_list, results_file):
@@ -381,15 +568,15 @@ def compare(
     models, dataset="ml-100k", config_file_list=None, config_dict=None, results_file=None, saved=True, **launch
 ):
     """Run several models on the same dataset and split; one side-by-side table. ``launch``:
-    ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``. The table is
-    rewritten after each model, and a model that fails gets a row saying why."""
+    ``run``'s ``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``. The rows are merged
+    into ``results_file`` after each model (``write_results``), and a model that fails gets a row
+    saying why. Returns a ``Comparison``: ``results, table`` (this run's), ``.results_file``."""
     _refuse_unguarded_main("compare")
     _check_before_training([(m, config_dict) for m in models], dataset, config_file_list, results_file)
-    write = _writer(
+    writer = _ResultsWriter(
         results_file, f"{dataset}: {', '.join(models)}", [command_line(models, dataset, config_file_list, config_dict)]
     )
-    results = _run_isolated([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch, write)
-    return results, results_table(results)
+    return _compare_jobs([(m, (m, dataset, config_file_list, config_dict, saved)) for m in models], launch, writer)
 
 
 def compare_variants(
@@ -400,11 +587,9 @@ def compare_variants(
     settings = {label: {**(config_dict or {}), **overrides} for label, overrides in variants.items()}
     _check_before_training([(model, cfg) for cfg in settings.values()], dataset, config_file_list, results_file)
     commands = [f"{label}: {command_line([model], dataset, config_file_list, cfg)}" for label, cfg in settings.items()]
-    write = _writer(results_file, f"{dataset}: {model} variants", commands)
-    results = _run_isolated(
-        [(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()], on_result=write
-    )
-    return results, results_table(results)
+    writer = _ResultsWriter(results_file, f"{dataset}: {model} variants", commands)
+    jobs = [(label, (model, dataset, config_file_list, cfg, saved)) for label, cfg in settings.items()]
+    return _compare_jobs(jobs, None, writer)
 
 
 def results_table(results):
@@ -432,26 +617,109 @@ def command_line(models, dataset, config_file_list, config_dict):
     return " ".join(parts)
 
 
-def write_results(path, results, table, title, commands):
-    """Write the table with its protocol and the commands that reproduce it."""
-    import torch
+# ---- the results file: many runs may write one, none loses another's rows ---------------------
+ROWS_MARK = "<!-- recbole_cllm4rec rows "  # the table's rows as json, on the file's last line
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+@contextmanager
+def _locked(path):
+    """An exclusive lock on ``.<name>.lock`` beside ``path``, held for a whole read-merge-write:
+    runs writing the same file take turns, so none replaces the file from a stale read."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting run)
+
+
+def _plain(value):
+    """``value`` as json data (numpy and torch scalars become numbers)."""
+
+    def default(obj):
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        return str(obj)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def _is_entry(entry):
+    return (
+        isinstance(entry, dict)
+        and {"result", "title", "commands", "machine"} <= set(entry)
+        and isinstance(entry["result"], dict)
+        and "model" in entry["result"]
+    )
+
+
+def read_rows(path):
+    """The rows a results file holds (``write_results``'s entries); ``[]`` for no file, and for
+    a file without them (an older version's or a hand-made table: replaced, with a warning)."""
+    if not path or not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    data = [line for line in lines if line.startswith(ROWS_MARK) and line.endswith("-->")]
+    try:
+        entries = json.loads(data[-1][len(ROWS_MARK) : -len("-->")]) if data else None
+        if isinstance(entries, list) and all(_is_entry(e) for e in entries):
+            return entries
+    except ValueError:
+        pass
+    if any(line.strip() for line in lines):
+        message = f"{path} holds no rows this version can merge (an older or hand-made table): it is replaced"
+        getLogger().warning(message)
+        print(f"warning: {message}", file=sys.stderr)
+    return []
+
+
+def merge_rows(previous, entries):
+    """``previous`` rows (other runs') with this run's ``entries``: a row whose model label this
+    run has is replaced (this run's rows go where the first of them was), the rest are kept."""
+    labels = {e["result"]["model"] for e in entries}
+    merged, placed = [], False
+    for entry in previous:
+        if entry["result"].get("model") not in labels:
+            merged.append(entry)
+        elif not placed:
+            merged += entries
+            placed = True
+    return merged if placed else merged + entries
+
+
+def _unique(values):
+    return list(dict.fromkeys(values))
+
+
+def render_results(entries):
+    """The markdown of a results file: titles, protocol(s), commands, the table, extra tables,
+    per-stage numbers, and the rows as json on the last line (what the next writer merges)."""
+    results = [e["result"] for e in entries]
     finished = [r for r in results if not r.get("failed")]
+    protocols = {}
+    for r in finished:
+        protocols.setdefault(r["protocol"], []).append(r["model"])
+    if len(protocols) > 1:  # runs of other protocols merged in: say which row is which
+        protocol_lines = ["Protocols (rows under different protocols do not compare):", ""]
+        protocol_lines += [f"- {', '.join(models)}: {p}." for p, models in protocols.items()]
+    else:
+        protocol_lines = [f"Protocol: {next(iter(protocols), 'no model finished')}."]
     lines = [
-        f"# {title}",
+        f"# {'; '.join(_unique(e['title'] for e in entries))}",
         "",
-        f"Protocol: {finished[0]['protocol'] if finished else 'no model finished'}.",
+        *protocol_lines,
         "",
         "Command(s):",
         "",
-        *[f"    {c}" for c in commands],
+        *[f"    {c}" for c in _unique(c for e in entries for c in e["commands"])],
         "",
-        f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{datetime.date.today().isoformat()}. Train time is `trainer.fit` wall time; peak RSS is "
-        f"the process's maximum resident set (one process per model).",
+        f"Machine: {'; '.join(_unique(e['machine'] for e in entries))}. Train time is `trainer.fit` wall "
+        f"time; peak RSS is the process's maximum resident set (one process per model).",
         "",
-        table,
+        results_table(results),
         "",
         *coldstart.extra_tables(finished),
     ]
@@ -468,11 +736,37 @@ def write_results(path, results, table, title, commands):
                 for name, s in r["stages"].items()
             ]
             lines.append("")
-    tmp = f"{path}.{os.getpid()}.tmp"  # a reader (or a kill) never sees half a table
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # json has '>' only inside strings, where \u003e reads back the same: no '-->' ends the comment early
+    rows = json.dumps(entries).replace(">", "\\u003e")  # ascii: no character splits the line
+    lines.append(f"{ROWS_MARK}{rows} -->")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path, results, title, commands, merge_from=None):
+    """Merge this run's ``results`` into the results file ``path`` and rewrite it, with its
+    protocol and the commands that reproduce it. Read, merge and an atomic replace happen under
+    one lock, so runs writing the same file concurrently all keep their rows; a row of the same
+    model label is replaced (a rerun updates it). ``merge_from``: where the rows to keep are
+    read from while ``path`` does not exist yet (a fallback of an unwritable file)."""
+    import torch
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    machine = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {datetime.date.today().isoformat()}"
+    entries = [{"result": r, "title": title, "commands": list(commands), "machine": machine} for r in _plain(results)]
+    with _locked(path):
+        if os.path.exists(path) or not merge_from:
+            previous = read_rows(path)
+        else:
+            try:
+                previous = read_rows(merge_from)
+            except OSError:  # the unwritable file is unreadable too: only this run's rows
+                previous = []
+        text = render_results(merge_rows(previous, entries))
+        tmp = f"{path}.{os.getpid()}.tmp"  # a reader (or a kill) never sees half a table
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
