@@ -20,8 +20,26 @@ def main(argv=None):
         return 128 + getattr(err, "signum", signal.SIGINT)
 
 
+class _RepeatedFlag(Exception):
+    pass
+
+
+class _Once(argparse._StoreAction):
+    """Stores an option's value; the same option given twice (argparse keeps the last silently,
+    also when one is spelt -m or abbreviated) is an error naming both values."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = vars(namespace).setdefault("_given", {})
+        name = next((o for o in self.option_strings if o.startswith("--")), option_string)
+        if self.dest in given:
+            raise _RepeatedFlag(f"{name} is given twice ({given[self.dest]!r} and {values!r}): keep one of them")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 def _main(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.register("action", None, _Once)  # the default action of every option that takes a value
     parser.add_argument("--model", "-m", default="CLLM4Rec", help="model name, or a comma list to compare")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
@@ -38,7 +56,11 @@ def _main(argv):
     parser.add_argument("--ip", default="localhost", help="address of the machine holding rank 0")
     parser.add_argument("--port", default="5678", help="free port on that machine")
     parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
-    args, rest = parser.parse_known_args(argv)
+    try:
+        args, rest = parser.parse_known_args(argv)
+    except _RepeatedFlag as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     import recbole_cllm4rec
     from recbole_cllm4rec.quick_start import parse_overrides, stop_on_signals

@@ -21,6 +21,8 @@ import shutil
 import torch
 import torch.distributed as dist
 
+from recbole_cllm4rec import validation
+
 
 def is_distributed():
     return dist.is_available() and dist.is_initialized()
@@ -96,6 +98,8 @@ def _init_device(self):
     config["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
     os.environ["CUDA_VISIBLE_DEVICES"] = config["gpu_id"]
     use_cuda = bool(config["gpu_id"]) and config.get("use_gpu", True) and torch.cuda.is_available()
+    # a GPU the user named that is not there: an error, not a silent CPU run
+    validation.check_device_request(self.external_config_dict, config["gpu_id"], config.get("use_gpu", True), use_cuda)
     if "local_rank" not in config:
         config.update(single_spec=True, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))
         return

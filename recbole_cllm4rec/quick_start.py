@@ -33,12 +33,16 @@ class ConfigFileError(ValueError):
 
 def parse_overrides(args):
     """``--key=value`` pairs, values read as yaml (``0.01``, ``[10,20]``, ``true``, ``{RS: [...]}``)."""
-    overrides = {}
+    overrides, given = {}, {}
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
             print(f"error: unrecognised argument '{arg}'; overrides take the form --key=value", file=sys.stderr)
             raise SystemExit(2)
         key, value = arg[2:].split("=", 1)
+        if key in given:  # a dict would keep the last one silently
+            print(f"error: --{key} is given twice ({given[key]!r} and {value!r}): keep one of them", file=sys.stderr)
+            raise SystemExit(2)
+        given[key] = value
         try:
             overrides[key] = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -66,8 +70,7 @@ def config_files_for(model, dataset, extra_files=()):
         if not os.path.isfile(path):
             raise ConfigFileError(f"config file '{path}' does not exist")
         try:
-            with open(path, encoding="utf-8") as f:
-                content = yaml.safe_load(f)
+            content = validation.load_yaml_file(path)  # a key given twice is an error, not the last one kept
         except yaml.YAMLError as err:
             raise ConfigFileError(f"config file '{path}' is not valid yaml: {err}") from err
         if content is not None and not isinstance(content, dict):
@@ -197,7 +200,9 @@ def run(
 
 
 def is_multi_process(nproc=1, world_size=-1, **_rendezvous):
-    """Whether ``run``'s launch arguments ask for torch DDP ranks rather than one process."""
+    """Whether ``run``'s launch arguments ask for torch DDP ranks rather than one process; every
+    launch passes here first, so bad counts stop here (``validation.check_launch``)."""
+    validation.check_launch(nproc, world_size)
     return nproc > 1 or world_size > 0
 
 

@@ -42,7 +42,8 @@ def check_dataset(config):
             f"dataset '{name}' not found: expected {', '.join(missing)} under '{path}'. RecBole "
             f"cannot download datasets here (no network): put the atomic files in that folder "
             f"(or set data_path to the folder that holds '{name}/'), or convert a raw dump with "
-            f"`python -m recbole_cllm4rec.data.convert`. ml-100k ships with RecBole."
+            f"`python -m recbole_cllm4rec.data.convert`. ml-100k ships with RecBole"
+            + (" (its copy is read when no data_path is given)." if name == "ml-100k" else ".")
         )
 
 

@@ -1,5 +1,6 @@
-"""Input checks that run once, before any training: config values (types, ranges, unknown keys,
-metrics), atomic files, and the split a dataset gives.
+"""Input checks that run once, before any training: config values (types, ranges, finiteness,
+unknown keys, metrics), config files (no key twice), the process count and the GPU asked for,
+atomic files (and feature files that cover the interactions), and the split a dataset gives.
 
 Every failure is an ``InputError`` (a ``ValueError``) whose message is one line saying what is
 wrong and what to do; ``run_recbole.py`` prints it as ``error: ...`` and exits with code 2.
@@ -304,6 +305,25 @@ def _type_ok(value, comment):
     return any(_is(value, k) for k in alternatives) if alternatives else True
 
 
+def _finite(value):
+    """False when ``value`` (or a number inside a list or dict) is nan or +-inf; a string counts
+    by what ``float`` makes of it ('inf', 'nan', '1e999'), as RecBole's float keys read it."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            return math.isfinite(float(value))
+        except ValueError:
+            return True  # not a number at all: the type check's business
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 def _range_for(key):
     if key in RANGES:
         return RANGES[key]
@@ -346,6 +366,38 @@ def _show(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key given twice in one mapping is an error: plain yaml
+    keeps the last value without a word, so the first line of a config file is silently lost."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' overrides on purpose
+                    continue
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (yaml.YAMLError, TypeError):
+                    continue  # an unhashable key: SafeLoader's own error says so
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigValueError(
+                        f"config file '{self.name}' sets '{key}' twice (line {seen[key]} and line {line}): "
+                        f"yaml would keep the last silently; delete one of them"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_file(path):
+    """A user's yaml file as ``yaml.safe_load`` reads it, but a repeated key is a ``ConfigValueError``
+    naming the file, the key and both lines."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+
+
 def check_dataset_name(dataset):
     """A dataset is a folder name under data_path (RecBole joins the two)."""
     if not isinstance(dataset, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
@@ -361,8 +413,7 @@ def check_user_settings(model, dataset, config_file_list=None, config_dict=None)
     check_dataset_name(dataset)
     for path in config_file_list or ():
         try:
-            with open(path, encoding="utf-8") as f:
-                content = yaml.safe_load(f)
+            content = load_yaml_file(path)
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(content, dict):
@@ -391,6 +442,9 @@ def check_values(model, settings, where=""):
             raise ConfigValueError(
                 f"{where}{key}={_show(raw)} has the wrong type: {key} takes ({kind}), see properties/*.yaml"
             )
+        # nan compares false with every bound and inf passes an open one: no range check sees them
+        if kind and "float" in kind and not _finite(value):
+            raise ConfigValueError(f"{where}{key}={_show(raw)} is not a finite number: give {key} a real value")
         _check_range(key, value, raw, where)
         if key in CHOICES and str(value).lower() not in CHOICES[key]:
             raise ConfigValueError(f"{where}{key}={_show(raw)} is not one of {', '.join(CHOICES[key])}")
@@ -439,7 +493,10 @@ def _check_eval_args(args, where):
             if (
                 not isinstance(value, (list, tuple))
                 or len(value) != 3
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
+                or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                    for v in value
+                )
                 or sum(value) <= 0
             ):
                 raise ConfigValueError(
@@ -489,6 +546,55 @@ def check_metrics(metrics, topk, valid_metric):
             )
     elif k:
         raise ConfigValueError(f"valid_metric {valid_metric}: {name} takes no @k")
+
+
+def check_launch(nproc=1, world_size=-1):
+    """The process counts of a run: ``nproc`` of 0 or less would otherwise run one process as if
+    nothing were asked, and a ``world_size`` below ``nproc`` waits for ranks that never come."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigValueError(f"nproc={nproc!r} must be an integer >= 1 (the processes on this machine; 1: no DDP)")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or (world_size != -1 and world_size < nproc):
+        raise ConfigValueError(
+            f"world_size={world_size!r} must be -1 (= nproc) or the ranks over all machines, at least nproc={nproc}"
+        )
+
+
+def check_device_request(user, gpu_id, use_gpu, use_cuda):
+    """A GPU the user asked for (``gpu_id`` or ``device: cuda`` among the settings they gave,
+    ``user``) exists. RecBole exports ``gpu_id`` as CUDA_VISIBLE_DEVICES and falls back to the CPU
+    without a word when CUDA then sees no device, so ``--gpu_id=5`` on a one-GPU (or CPU-only)
+    machine trained on the CPU. ``gpu_id``: the id list RecBole exported; ``use_cuda``: whether
+    the run got a GPU."""
+    import torch
+
+    cpu = "run on CPU with --use_gpu=False"
+    device = user.get("device")
+    kind = str(device).strip().lower() if device is not None else None
+    if kind not in (None, "cpu", "cuda"):
+        raise ConfigValueError(
+            f"device={_show(device)} must be cpu or cuda; choose the GPU with gpu_id (e.g. --gpu_id=1)"
+        )
+    if kind == "cpu" and use_cuda:  # RecBole overwrites device: this run would be on the GPU
+        raise ConfigValueError(f"device=cpu is not read (RecBole picks the device from gpu_id and use_gpu): {cpu}")
+    if kind == "cuda" and (not use_gpu or not gpu_id):
+        raise ConfigValueError(
+            f"device=cuda contradicts use_gpu={use_gpu}, gpu_id={gpu_id!r} (a CPU run): drop device, or ask for a GPU with gpu_id"
+        )
+    if not (kind == "cuda" or ("gpu_id" in user and gpu_id and use_gpu)):
+        return  # RecBole's default gpu_id: the GPU when there is one, else the CPU, as always
+    asked = f"gpu_id={gpu_id}" if "gpu_id" in user else "device=cuda"
+    if not torch.cuda.is_available():
+        raise ConfigValueError(
+            f"{asked}: there is no such GPU (CUDA finds none with CUDA_VISIBLE_DEVICES={gpu_id}; "
+            f"torch.cuda.is_available() is False): give an id nvidia-smi lists, or {cpu}"
+        )
+    ids = [i.strip() for i in gpu_id.split(",")]
+    visible = torch.cuda.device_count()  # CUDA stops listing at the first id that does not exist
+    if visible < len(ids):
+        raise ConfigValueError(
+            f"gpu_id={gpu_id}: there is no GPU {ids[visible]} on this machine (CUDA sees {visible} of the "
+            f"{len(ids)} ids): give ids nvidia-smi lists, or {cpu}"
+        )
 
 
 def check_config(config):
@@ -683,6 +789,48 @@ def _atomic_files_checked():
     Dataset._load_feat = _load_feat
 
 
+def check_feat_ids(dataset):
+    """Every user (item) of the loaded interactions has a row in the ``.user`` (``.item``) file,
+    when that file is loaded: RecBole's ``_filter_inter_by_user_or_item`` drops the interactions
+    of the others without a word. Runs on the files as read, before any of RecBole's filters."""
+    if dataset.config["filter_inter_by_user_or_item"] is not True:
+        return  # RecBole keeps those interactions then (their features are padding)
+    inter = dataset.inter_feat
+    for source, field in (("user", dataset.uid_field), ("item", dataset.iid_field)):
+        feat = getattr(dataset, f"{source}_feat", None)
+        if feat is None or field is None or field not in inter or field not in feat:
+            continue
+        ids = inter[field]
+        lacking = ids.notna() & ~ids.isin(feat[field].dropna().unique())  # a missing id is another warning
+        if lacking.any():
+            missing = ids[lacking].unique()
+            name = f"{dataset.dataset_name}.{source}"
+            example = ", ".join(map(str, missing[:3]))
+            raise AtomicFileError(
+                f"{name} has no row for {len(missing)} {source} id(s) of {dataset.dataset_name}.inter "
+                f"(e.g. {example}), used by {int(lacking.sum())} of {len(inter)} interactions that RecBole "
+                f"would drop silently: add their rows to {os.path.join(dataset.dataset_path, name)}, or leave "
+                f"that file out by removing '{source}' from load_col"
+            )
+
+
+def _feat_ids_checked():
+    """``check_feat_ids`` before RecBole's filters (``Dataset._data_filtering``, which a
+    benchmark_filename split skips, and then nothing is dropped)."""
+    from recbole.data.dataset import Dataset
+
+    if getattr(Dataset._data_filtering, "_checked", False):
+        return
+    data_filtering = Dataset._data_filtering
+
+    def _data_filtering(self):
+        check_feat_ids(self)
+        return data_filtering(self)
+
+    _data_filtering._checked = True
+    Dataset._data_filtering = _data_filtering
+
+
 def _config_strings_literal():
     """RecBole's ``Config._convert_config_dict`` runs ``eval`` on every string value of
     ``config_dict`` and of the command line, so ``--x=__import__('os').system(...)`` runs code
@@ -698,9 +846,50 @@ def _config_strings_literal():
     configurator.Config._convert_config_dict = _convert_config_dict
 
 
+def _is_project_file(path):
+    """A property file shipped with this package or RecBole (their data_path is a default)."""
+    real = os.path.realpath(path)
+    roots = (properties_dir(), os.path.join(_recbole_dir(), "properties"))
+    return any(real.startswith(os.path.realpath(root) + os.sep) for root in roots)
+
+
+def _user_data_path_kept():
+    """RecBole's ``Config._set_default_parameters`` replaces ``data_path`` by the copy of ml-100k
+    in its wheel whenever the dataset is called ml-100k, so ``--data_path=<a folder holding the
+    user's own ml-100k>`` silently ran on RecBole's copy. A data_path the user gave (command
+    line, config dict, or a config file of theirs rather than a shipped property file) is kept;
+    with none, ml-100k is still RecBole's bundled copy."""
+    from recbole.config import configurator
+
+    Config = configurator.Config
+    if getattr(Config._set_default_parameters, "_checked", False):
+        return
+    load_config_files, set_default_parameters = Config._load_config_files, Config._set_default_parameters
+
+    def _load_config_files(self, file_list):
+        user_files = [f for f in file_list or () if not _is_project_file(f)]
+        self._user_file_config = load_config_files(self, user_files) if user_files else {}
+        return load_config_files(self, file_list)
+
+    def _set_default_parameters(self):
+        set_default_parameters(self)
+        given = [getattr(self, "_user_file_config", {}), self.variable_config_dict, self.cmd_config_dict]
+        path = next((d["data_path"] for d in reversed(given) if d and d.get("data_path") is not None), None)
+        if self.dataset == "ml-100k" and path is not None:
+            self.final_config_dict["data_path"] = os.path.join(path, self.dataset)
+
+    _set_default_parameters._checked = True
+    Config._load_config_files = _load_config_files
+    Config._set_default_parameters = _set_default_parameters
+
+
 def apply():
-    """Wire the checks into RecBole (once): atomic files read unquoted and checked first, config
-    strings read as literals. Must run before RecBole builds a Config or a Dataset."""
+    """Wire the checks into RecBole (once): atomic files read unquoted and checked first, feature
+    files that cover the interactions, config strings read as literals, a user's data_path kept
+    for ml-100k. Must run before RecBole builds
+    a Config or a Dataset."""
     _atomic_files_unquoted()
     _atomic_files_checked()
+    _feat_ids_checked()
     _config_strings_literal()
+    _user_data_path_kept()

@@ -1,0 +1,241 @@
+"""Bad inputs that used to pass silently, round 2: a user's ml-100k under --data_path ignored for
+RecBole's copy, a flag or a yaml key given twice (the last kept), nproc < 1, a GPU that is not
+there (a silent CPU run), nan/inf for a float key, and .item/.user files lacking ids of the
+.inter file (RecBole dropped those interactions). Each case failed on the code before the fix;
+none trains a model (config building, argument parsing, at most a tiny dataset loaded)."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import recbole_cllm4rec
+from recbole_cllm4rec import validation
+from recbole_cllm4rec.quick_start import build_config, config_files_for, parse_overrides
+from recbole_cllm4rec.validation import AtomicFileError, ConfigValueError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+QUIET = {"state": "WARNING", "show_progress": False}
+
+
+def write_dataset(root, name, n_users=20, per_user=6, n_items=15, item_ids=None, user_ids=None):
+    """``<root>/data/<name>/<name>.inter`` (and ``.item`` / ``.user`` with the given ids);
+    returns ``(data_path, interaction rows)``."""
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{i}") for u in range(n_users) for i in rng.choice(n_items, per_user, replace=False).tolist()]
+    folder = root / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER] + [f"{u}\t{i}\t4\t{1000 + n}" for n, (u, i) in enumerate(rows)]
+    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    if item_ids is not None:
+        text = "item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tthing {i}\n" for i in item_ids)
+        (folder / f"{name}.item").write_text(text)
+    if user_ids is not None:
+        (folder / f"{name}.user").write_text("user_id:token\tage:float\n" + "".join(f"u{u}\t30\n" for u in user_ids))
+    return str(root / "data"), rows
+
+
+# ------------------------------------------------------------------ 1. a user's own ml-100k
+def test_explicit_data_path_is_used_for_ml100k(tmp_path, monkeypatch):
+    from recbole.data import create_dataset
+
+    monkeypatch.chdir(tmp_path)
+    data_path, rows = write_dataset(tmp_path, "ml-100k")
+    config = build_config("Pop", "ml-100k", config_dict={"data_path": data_path, **QUIET})
+    assert config["data_path"] == os.path.join(data_path, "ml-100k")
+    assert create_dataset(config).inter_num == len(rows)  # the user's 120 rows, not RecBole's 100,000
+
+    # the same from a config file of the user's
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"data_path: {data_path}\n")
+    config = build_config("Pop", "ml-100k", [str(mine)], dict(QUIET))
+    assert config["data_path"] == os.path.join(data_path, "ml-100k")
+
+
+def test_ml100k_without_data_path_is_still_recboles_copy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = build_config("Pop", "ml-100k", config_dict=dict(QUIET))  # data_path: only the shipped default
+    assert os.path.normpath(config["data_path"]).endswith(os.path.join("dataset_example", "ml-100k"))
+
+
+# ------------------------------------------------------------------ 2. a flag given twice
+def test_override_given_twice_is_an_error_naming_both_values(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_overrides(["--epochs=3", "--learning_rate=0.1", "--epochs=5"])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message == "error: --epochs is given twice ('3' and '5'): keep one of them"
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--model=BPR", "-m", "Pop"], ["--model", "'BPR'", "'Pop'"]),
+        (["--dataset=a", "--dataset", "b"], ["--dataset", "'a'", "'b'"]),
+        (["--nproc=2", "--npro=3"], ["--nproc", "2", "3"]),  # argparse's abbreviation is the same flag
+    ],
+)
+def test_cli_flag_given_twice_is_an_error(argv, words, capsys):
+    sys.path.insert(0, ROOT)
+    try:
+        import run_recbole
+    finally:
+        sys.path.remove(ROOT)
+    assert run_recbole.main(argv) == 2  # returns before anything is imported or run
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and "given twice" in message and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+# ------------------------------------------------------------------ 3. a yaml key given twice
+def test_yaml_key_given_twice_names_file_key_and_lines(tmp_path):
+    mine = tmp_path / "my.yaml"
+    mine.write_text("epochs: 3\nlearning_rate: 0.01\nepochs: 5\n")
+    with pytest.raises(ConfigValueError) as err:
+        config_files_for("Pop", "ml-100k", [str(mine)])
+    assert str(err.value) == (
+        f"config file '{mine}' sets 'epochs' twice (line 1 and line 3): yaml would keep the last silently; "
+        f"delete one of them"
+    )
+    assert isinstance(err.value, recbole_cllm4rec.USER_ERRORS)
+
+
+def test_yaml_key_given_twice_in_a_nested_mapping(tmp_path):
+    mine = tmp_path / "my.yaml"
+    mine.write_text("eval_args:\n  order: RO\n  mode: full\n  order: TO\n")
+    with pytest.raises(ConfigValueError, match=r"sets 'order' twice \(line 2 and line 4\)"):
+        build_config("Pop", "ml-100k", [str(mine)])
+
+
+def test_yaml_without_repeats_loads_as_safe_load(tmp_path):
+    import yaml
+
+    mine = tmp_path / "my.yaml"
+    mine.write_text("base: &b {a: 1, b: 2}\nother:\n  <<: *b\n  a: 3\nlr: 1e-3\nlist: [1, 1]\n")
+    assert validation.load_yaml_file(str(mine)) == yaml.safe_load(mine.read_text())
+    for folder, _, files in os.walk(os.path.realpath(os.path.join(ROOT, "properties"))):  # nor a shipped file
+        for name in files:
+            if name.endswith(".yaml"):
+                validation.load_yaml_file(os.path.join(folder, name))
+
+
+# ------------------------------------------------------------------ 4. nproc, gpu_id, device
+@pytest.mark.parametrize("nproc", [0, -1])
+def test_nproc_below_one_is_an_error(nproc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigValueError, match=rf"nproc={nproc} must be an integer >= 1"):
+        recbole_cllm4rec.run("Pop", "ml-100k", config_dict=dict(QUIET), nproc=nproc)
+    assert not (tmp_path / "saved").exists()  # refused before anything ran
+
+
+def test_world_size_below_nproc_is_an_error():
+    with pytest.raises(ConfigValueError, match="world_size=1 must be -1"):
+        validation.check_launch(nproc=2, world_size=1)
+    validation.check_launch(nproc=2, world_size=-1)
+    validation.check_launch(nproc=2, world_size=4)
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """A machine where torch.cuda.is_available() is False; RecBole's CUDA_VISIBLE_DEVICES put back."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "0"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("settings", [{"gpu_id": 5}, {"gpu_id": "0,1"}, {"device": "cuda"}])
+def test_gpu_asked_for_without_cuda_is_an_error(settings, no_cuda, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigValueError) as err:
+        build_config("Pop", "ml-100k", config_dict={**settings, **QUIET})
+    message = str(err.value)
+    assert "there is no such GPU" in message and "run on CPU with --use_gpu=False" in message, message
+
+
+@pytest.mark.parametrize("settings", [{}, {"gpu_id": ""}, {"gpu_id": 5, "use_gpu": False}, {"device": "cpu"}])
+def test_cpu_runs_still_pass_without_cuda(settings, no_cuda, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = build_config("Pop", "ml-100k", config_dict={**settings, **QUIET})
+    assert config["device"].type == "cpu"
+
+
+def test_gpu_id_beyond_the_gpus_cuda_sees_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", "0"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # CUDA lists GPU 0 and stops at 5
+    with pytest.raises(ConfigValueError, match="gpu_id=0,5: there is no GPU 5 on this machine"):
+        build_config("Pop", "ml-100k", config_dict={"gpu_id": "0,5", **QUIET})
+    with pytest.raises(ConfigValueError, match="device=cpu is not read"):  # RecBole would use the GPU
+        build_config("Pop", "ml-100k", config_dict={"device": "cpu", **QUIET})
+
+
+# ------------------------------------------------------------------ 5. nan / inf for a float key
+NON_FINITE = [
+    ("BPR", {"learning_rate": float("inf")}),  # '.inf' on the command line (yaml)
+    ("BPR", {"learning_rate": "inf"}),  # 'inf' stays a string that float() reads
+    ("BPR", {"learning_rate": "nan"}),
+    ("BPR", {"weight_decay": "1e999"}),
+    ("BPR", {"weight_decay": float("nan")}),
+    ("CKE", {"reg_weights": [0.01, float("nan")]}),  # (list of float)
+    ("CLLM4Rec", {"masked_target_weight": float("inf")}),
+]
+
+
+@pytest.mark.parametrize("model,settings", NON_FINITE, ids=[str(s) for _, s in NON_FINITE])
+def test_non_finite_float_is_an_error(model, settings):
+    key = next(iter(settings))
+    with pytest.raises(ConfigValueError, match=rf"^{key}=.* is not a finite number"):
+        validation.check_values(model, settings)
+
+
+def test_non_finite_from_the_command_line_and_in_a_split():
+    overrides = parse_overrides(["--learning_rate=.inf"])
+    with pytest.raises(ConfigValueError, match="learning_rate=inf is not a finite number"):
+        validation.check_values("BPR", overrides)
+    with pytest.raises(ConfigValueError, match="3 non-negative ratios"):
+        validation.check_values("BPR", {"eval_args": {"split": {"RS": [float("inf"), 0.1, 0.1]}}})
+    validation.check_values("BPR", {"learning_rate": "1e-3", "weight_decay": 0.0})  # finite: fine
+
+
+# ------------------------------------------------------------------ 6. .item / .user lacking ids
+def _load(tmp_path, name, load_col, **extra):
+    from recbole.data import create_dataset
+
+    data_path = str(tmp_path / "data")
+    settings = {"data_path": data_path, "load_col": load_col, **QUIET, **extra}
+    return create_dataset(build_config("Pop", name, config_dict=settings))
+
+
+INTER = ["user_id", "item_id", "rating", "timestamp"]
+
+
+def test_item_file_lacking_ids_of_the_inter_file_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, rows = write_dataset(tmp_path, "feat", item_ids=range(10))  # i10..i14 have no row
+    lost = sum(int(i[1:]) >= 10 for _, i in rows)
+    with pytest.raises(AtomicFileError) as err:
+        _load(tmp_path, "feat", {"inter": INTER, "item": ["item_id", "title"]})
+    message = str(err.value)
+    assert message.startswith("feat.item has no row for 5 item id(s) of feat.inter (e.g. ")
+    assert f"used by {lost} of {len(rows)} interactions that RecBole would drop silently" in message
+    assert os.path.join(str(tmp_path / "data" / "feat"), "feat.item") in message and "load_col" in message
+    # the fixes the message names: without the .item file every interaction stays
+    assert _load(tmp_path, "feat", {"inter": INTER}).inter_num == len(rows)
+
+
+def test_user_file_lacking_ids_of_the_inter_file_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, rows = write_dataset(tmp_path, "feat", user_ids=range(1, 20))  # u0 has no row
+    with pytest.raises(AtomicFileError, match=r"feat.user has no row for 1 user id\(s\) .*\(e.g. u0\), used by 6 of"):
+        _load(tmp_path, "feat", {"inter": INTER, "user": ["user_id", "age"]})
+
+
+def test_complete_feature_files_pass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, rows = write_dataset(tmp_path, "feat", item_ids=range(15), user_ids=range(20))
+    load_col = {"inter": INTER, "item": ["item_id", "title"], "user": ["user_id", "age"]}
+    assert _load(tmp_path, "feat", load_col).inter_num == len(rows)
