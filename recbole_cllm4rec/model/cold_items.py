@@ -52,6 +52,12 @@ def text_rows(model, dataset, template):
     return rows
 
 
+def own_weight(counts, prior_count):
+    """Weight of an entity's own row (or read-out) against its text map, by its training count n:
+    n / (n + k) with a prior worth k interactions; with k = 0, 1 where n > 0 and 0 where n = 0."""
+    return counts / (counts + prior_count) if prior_count > 0 else (counts > 0).to(counts.dtype)
+
+
 def _ridge(x, y, strength):
     """Centred ridge: ``(weights, intercept)`` of y ~ x."""
     mx, my = x.mean(0), y.mean(0)
@@ -98,11 +104,8 @@ def ranking_rows(model):
     target = rows[warm_t] if bias is None else torch.cat([rows[warm_t], bias[warm_t, None]], 1)
     (weights, intercept), _ = fit_map(source[warm_t].cpu(), target.cpu(), model.seed)
     predicted = (source.cpu().double() @ weights + intercept).to(rows.dtype).to(rows.device)
-    if shrink:
-        counts = torch.as_tensor(model._item_counts(), dtype=rows.dtype, device=rows.device)
-        keep = counts / (counts + model.text_prior_count)
-    else:
-        keep = warm_t.to(rows.dtype)
+    counts = torch.as_tensor(model._item_counts(), dtype=rows.dtype, device=rows.device)
+    keep = own_weight(counts, model.text_prior_count if shrink else 0)
     keep[0] = 1.0  # the padding item
     rows = keep[:, None] * rows + (1 - keep[:, None]) * predicted[:, : rows.shape[1]]
     if bias is not None:
@@ -127,5 +130,5 @@ def user_ranking_states(model, users, states, user_map):
     weights, intercept = user_map
     mapped = (model.user_text_states[users].double() @ weights + intercept).to(states)
     n = torch.as_tensor([len(model.corpus.histories[u]) for u in users], dtype=states.dtype, device=states.device)
-    keep = n / (n + model.text_prior_count) if model.text_prior_count > 0 else (n > 0).to(states.dtype)
+    keep = own_weight(n, model.text_prior_count)
     return keep[:, None] * states + (1 - keep[:, None]) * mapped
