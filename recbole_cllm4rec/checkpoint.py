@@ -21,10 +21,13 @@ validation improves (a resumed run restarts at the best epoch), and, on torch >=
 trainer with the mixin.
 """
 
+import contextlib
 import hashlib
 import os
 import pickle
 import secrets
+import signal
+import threading
 from time import time
 
 import numpy as np
@@ -49,22 +52,48 @@ def last_state_file(best_file):
     return f"{root}-last{ext or '.pth'}"
 
 
+@contextlib.contextmanager
+def signals_held(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Ctrl-C or SIGTERM waits until the block ends, then takes effect as usual. An exception
+    raised inside ``torch.save``'s C++ writer (which a Python signal handler does) aborts the
+    whole process ("terminate called after throwing ..."): no message, no clean-up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python signal handlers
+        return
+    caught = []
+    previous = {}
+    try:
+        for sig in signals:
+            handler = signal.getsignal(sig)
+            if handler is not None:  # None: set outside Python, cannot be put back
+                previous[sig] = handler
+                signal.signal(sig, lambda signum, frame: caught.append(signum))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):  # each signal once, through its own handler again
+            signal.raise_signal(sig)
+
+
 def atomic_save(obj, path):
     """``torch.save`` to a temporary file beside ``path``, flushed, then renamed over it: a kill
-    at any point leaves either the previous file or the new one, never a partial one."""
+    at any point leaves either the previous file or the new one, never a partial one; Ctrl-C and
+    SIGTERM wait for the write (``signals_held``)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)  # torch's default protocol: plain tables then load with weights_only=True
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with signals_held():  # a signal during the write takes effect once the new file is in place
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)  # torch's default protocol: plain tables then load with weights_only=True
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
 
 def remove_stale_temporaries(folder, min_age_s=3600):

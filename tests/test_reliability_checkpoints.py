@@ -7,6 +7,7 @@ Kill and concurrency tests run child processes through ``benchmarks/reliability_
 import glob
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 import recbole_cllm4rec
-from recbole_cllm4rec.checkpoint import CheckpointError, check_identity, load_checkpoint
+from recbole_cllm4rec.checkpoint import CheckpointError, atomic_save, check_identity, load_checkpoint
 from tests.conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -63,6 +64,38 @@ def test_runs_in_one_process_in_the_same_second_keep_their_own_files(workdir, mo
 def test_kill_during_a_checkpoint_write_loses_no_checkpoint(workdir):
     name, outcome = faults.scenario_kill_during_save(str(workdir), n=3)
     assert outcome.startswith("ok"), outcome
+
+
+class SignalsWhilePickled:
+    """Sends this process ``signum`` from inside ``torch.save``'s writer, as Ctrl-C mid-save would."""
+
+    def __init__(self, signum):
+        self.signum = signum
+
+    def __reduce__(self):
+        os.kill(os.getpid(), self.signum)
+        return (str, ("pickled",))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_checkpoint_write_waits_for_the_file(tmp_path, signum):
+    # raised inside torch's C++ writer, the handler's exception aborts the process (seen in CI)
+    def stop(sig, frame):
+        raise KeyboardInterrupt(sig)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    path = tmp_path / "m.pth"
+    try:
+        signal.signal(signum, stop)
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            atomic_save({"weights": torch.ones(3), "note": SignalsWhilePickled(signum)}, str(path))
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert stopped.value.args == (signum,)  # the user's own handler ran, once the file was in place
+    saved = torch.load(path, weights_only=False)
+    assert saved["note"] == "pickled" and torch.equal(saved["weights"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["m.pth"]  # no temporary left
 
 
 def test_resume_never_touches_the_file_it_resumes_from(workdir):
