@@ -597,9 +597,26 @@ def check_device_request(user, gpu_id, use_gpu, use_cuda):
         )
 
 
+def _empty_by_design(split):
+    """The parts a split leaves empty on purpose: LS valid_only / test_only, an RS ratio of 0."""
+    parts = {"valid_only": {"test"}, "test_only": {"valid"}}.get(split.get("LS"), set())
+    ratios = split.get("RS")
+    if isinstance(ratios, (list, tuple)) and len(ratios) == 3:
+        parts |= {name for name, ratio in zip(("valid", "test"), ratios[1:]) if not ratio}
+    return parts
+
+
 def check_config(config):
     """Checks on the merged Config (user values over the property files' defaults)."""
     check_metrics(config["metrics"], config["topk"], config["valid_metric"])
+    split = config["eval_args"]["split"] or {}
+    # RecBole trains without validation when valid is empty, but a run always tests: no test set
+    # fails only after training
+    if "test" in _empty_by_design(split):
+        raise ConfigValueError(
+            f"eval_args split {split} leaves the test set empty, and a run tests the model it trains: "
+            f"give test a ratio > 0 (e.g. {{RS: [0.8, 0.1, 0.1]}}) or use {{LS: valid_and_test}}"
+        )
     from recbole_cllm4rec.coldstart import protocol_of
 
     protocol_of(config)  # the cold-start keys agree with each other and with the split
@@ -617,11 +634,7 @@ def check_data(config, dataset, train_data=None, valid_data=None, test_data=None
             f"use cut-offs up to {items} (e.g. --topk=[{min(10, items)}])"
         )
     split = config["eval_args"]["split"] or {}
-    # parts a split leaves empty on purpose: LS valid_only / test_only, an RS ratio of 0
-    deliberate = {"valid_only": {"test"}, "test_only": {"valid"}}.get(split.get("LS"), set())
-    ratios = split.get("RS")
-    if isinstance(ratios, (list, tuple)) and len(ratios) == 3:
-        deliberate |= {name for name, ratio in zip(("valid", "test"), ratios[1:]) if not ratio}
+    deliberate = _empty_by_design(split)
     for name, data in (("valid", valid_data), ("test", test_data)):
         if data is None or name in deliberate:
             continue

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_reliability_inputs import run_cli
 
 import recbole_cllm4rec
 from recbole_cllm4rec import validation
@@ -239,3 +240,33 @@ def test_complete_feature_files_pass(tmp_path, monkeypatch):
     _, rows = write_dataset(tmp_path, "feat", item_ids=range(15), user_ids=range(20))
     load_col = {"inter": INTER, "item": ["item_id", "title"], "user": ["user_id", "age"]}
     assert _load(tmp_path, "feat", load_col).inter_num == len(rows)
+
+
+# ------------------------------------------------------------------ 7. through the CLI, before training
+
+SAMPLE = ["--dataset=amazon-sample", f"--data_path={os.path.join(ROOT, 'dataset')}", "--state=WARNING"]
+SAMPLE_DICT = {"data_path": os.path.join(ROOT, "dataset"), **QUIET}
+
+
+def cli_error(tmp_path, *args):
+    """The one ``error: ...`` line of a CLI run refused before training (exit 2, no traceback)."""
+    proc = run_cli(tmp_path, *args)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: "), output[-3000:]
+    saved = tmp_path / "saved"
+    assert not saved.is_dir() or not [f for f in os.listdir(saved) if f.endswith(".pth")]  # nothing trained
+    return message
+
+
+@pytest.mark.parametrize("split", ["{RS: [0.9,0.1,0.0]}", "{LS: valid_only}"])
+def test_cli_split_without_a_test_set_is_refused_before_training(tmp_path, split):
+    message = cli_error(tmp_path, "--model=Pop", *SAMPLE, f"--eval_args={{split: {split}}}")
+    assert "leaves the test set empty" in message and "{RS: [0.8, 0.1, 0.1]}" in message, message
+
+
+def test_split_without_a_validation_set_still_builds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # RecBole trains without validation then, and tests
+    build_config("Pop", "ml-100k", config_dict={"eval_args": {"split": {"RS": [0.9, 0.0, 0.1]}}, **QUIET})
