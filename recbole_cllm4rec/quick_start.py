@@ -144,6 +144,7 @@ def run(
 
     start = time.time()
     config = build_config(model, dataset, config_file_list, config_dict)
+    check_outputs(config)
     init_seed(config["seed"], config["reproducibility"])
     log_file = init_run_logger(config)  # log/<Model>/...-<run stamp>-<md5>.log: one file per run
     logger = getLogger()
@@ -231,8 +232,8 @@ def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc
     # Fail on a bad model name or config here, not in every rank, and make the folders the
     # ranks would otherwise race to create.
     config = build_config(model, dataset, config_file_list, config_dict)
-    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
-        os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
+    check_outputs(config)
     queue = mp.get_context("spawn").SimpleQueue()
     ranks = {"world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc, "offset": group_offset}
     args = (model, dataset, config_file_list, {**(config_dict or {}), **ranks}, saved)
@@ -484,21 +485,29 @@ def _refuse_unguarded_main(what, spawns=True):
         frame = frame.f_back
 
 
-def check_writable(path):
-    """Fail before any training when the results file cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
+def check_writable(path, key="results_file", folder=False):
+    """Fail before any training when the file ``path`` (with ``folder``: the folder ``path``,
+    made if missing) cannot be written: a probe file is written beside it (in it) and removed.
+    ``key`` names the setting in the message."""
+    where = os.path.abspath(path) if folder else os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
-        if os.path.isdir(path):
+        os.makedirs(where, exist_ok=True)  # FileExistsError where a file holds the name
+        if not folder and os.path.isdir(path):
             raise IsADirectoryError(f"'{path}' is a folder")
-        probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.probe")
+        probe = os.path.join(where, f".{'write' if folder else os.path.basename(path)}.{os.getpid()}.probe")
         with open(probe, "w", encoding="utf-8"):
             pass
         os.remove(probe)
-        if os.path.exists(path) and not os.access(path, os.W_OK):
+        if not folder and os.path.exists(path) and not os.access(path, os.W_OK):
             raise PermissionError(f"'{path}' is read-only")
     except OSError as err:
-        raise ConfigFileError(f"results_file '{path}' cannot be written ({err}); choose another path") from None
+        raise ConfigFileError(f"{key} '{path}' cannot be written ({err}); choose another path") from None
+
+
+def check_outputs(config):
+    """The checkpoint folder takes files, before any training: RecBole writes the first
+    checkpoint only after an epoch (a file of that name, a read-only folder failed there)."""
+    check_writable(config["checkpoint_dir"], "checkpoint_dir", folder=True)
 
 
 class _ResultsWriter:
@@ -564,7 +573,7 @@ def _check_before_training(runs, dataset, config_file_list, results_file):
     """Every ``(model, config_dict)`` of a comparison builds its config (a typo in a model name,
     a bad value, metrics that disagree) and the results file is writable, before any trains."""
     for model, config_dict in runs:
-        build_config(model, dataset, config_file_list, config_dict)
+        check_outputs(build_config(model, dataset, config_file_list, config_dict))
     if results_file:
         check_writable(results_file)
 

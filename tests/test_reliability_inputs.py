@@ -39,13 +39,13 @@ def rows(n_users=20, per_user=6, n_items=15, seed=0):
     return out
 
 
-def run_cli(workdir, *args, timeout=180):
+def run_cli(workdir, *args, timeout=180, checkpoint_dir=None):
     cmd = [
         sys.executable,
         os.path.join(ROOT, "run_recbole.py"),
         *args,
         "--show_progress=False",
-        f"--checkpoint_dir={workdir / 'saved'}",
+        f"--checkpoint_dir={checkpoint_dir or workdir / 'saved'}",
     ]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 

@@ -270,3 +270,34 @@ def test_cli_split_without_a_test_set_is_refused_before_training(tmp_path, split
 def test_split_without_a_validation_set_still_builds(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # RecBole trains without validation then, and tests
     build_config("Pop", "ml-100k", config_dict={"eval_args": {"split": {"RS": [0.9, 0.0, 0.1]}}, **QUIET})
+
+
+def test_cli_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "ckpt").write_text("a file where the checkpoint folder should be")
+    proc = run_cli(tmp_path, "--model=Pop", *SAMPLE, "--epochs=1", checkpoint_dir=tmp_path / "ckpt")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output, output[-3000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: checkpoint_dir '{tmp_path / 'ckpt'}' cannot be written"), message
+    assert "File exists" in message and "choose another path" in message
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_checkpoint_dir_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(recbole_cllm4rec.ConfigFileError, match=r"checkpoint_dir '.*ro' cannot be written"):
+            recbole_cllm4rec.run("Pop", "amazon-sample", config_dict={"checkpoint_dir": str(folder), **SAMPLE_DICT})
+    finally:
+        folder.chmod(0o700)
+
+
+def test_missing_checkpoint_dir_is_made_and_left_empty(tmp_path):
+    from recbole_cllm4rec.quick_start import check_writable
+
+    folder = tmp_path / "new" / "ckpt"
+    check_writable(str(folder), "checkpoint_dir", folder=True)
+    assert folder.is_dir() and not os.listdir(folder)
