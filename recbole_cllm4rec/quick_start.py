@@ -165,9 +165,7 @@ def run(
     recommender = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(recommender)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, recommender)
-    if config["resume_file"]:
-        if not os.path.isfile(config["resume_file"]):
-            raise ConfigFileError(f"resume_file '{config['resume_file']}' does not exist")
+    if config["resume_file"]:  # its existence: validation.check_config
         trainer.resume_checkpoint(config["resume_file"])
 
     fit_start = time.time()

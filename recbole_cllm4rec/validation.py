@@ -58,6 +58,7 @@ EXTRA_KEYS = {
 # (minimum, minimum inclusive, maximum, maximum inclusive) per key; a suffix rule applies to
 # every key ending with it unless the key has its own entry.
 RANGES = {
+    "seed": (0, True, 2**32 - 1, True),  # numpy's seed range: RecBole's init_seed fails outside it
     "epochs": (0, True, None, None),  # 0: evaluate without finetuning (RecBole allows it)
     "learning_rate": (0, False, None, None),
     "weight_decay": (0, True, None, None),
@@ -66,7 +67,10 @@ RANGES = {
     "tau": (0, False, None, None),
     "n_negatives": (1, True, None, None),
     "n_layers": (0, True, None, None),
-    "readout_layers": (0, True, None, None),
+    "readout_layers": (0, True, None, None),  # its upper bound, the backbone's depth: at model build
+    "lora_rank": (0, True, None, None),
+    "lora_alpha": (0, False, None, None),
+    "id_input_scale": (0, False, None, None),
     "masks_per_epoch": (1, True, None, None),
     "eval_prompt_draws": (1, True, None, None),
     "masked_target_weight": (0, False, None, None),
@@ -91,7 +95,8 @@ SUFFIX_RANGES = {
     "batch_size": (1, True, None, None),
     "_epochs": (0, True, None, None),
     "_learning_rate": (0, False, None, None),
-    "embedding_size": (1, True, None, None),
+    # 2**16: above any language model's width; 10**9 made the first table a MemoryError or a hang
+    "embedding_size": (1, True, 2**16, True),
     "dropout_prob": (0, True, 1, False),
 }
 CHOICES = {
@@ -108,6 +113,7 @@ CHOICES = {
     "negative_items": ("all", "trained"),
     "softmax_items": ("all", "trained"),
     "learner": ("adam", "sgd", "adagrad", "rmsprop", "sparse_adam", "adamw"),
+    "positive_sampling": ("interaction", "user"),
     "state": ("info", "debug", "warning", "error", "critical"),
 }
 
@@ -138,6 +144,20 @@ class AtomicFileError(InputError):
 
 class DatasetSplitError(InputError):
     pass
+
+
+# Keys naming a file that must exist, with what to do instead; checked with the merged config.
+FILE_KEYS = {
+    "pretrained_file": "unset it to pretrain from scratch",
+    "resume_file": "give a checkpoint a run saved (saved/<Model>-<stamp>.pth or its -last.pth)",
+}
+
+
+def existing_file(key, path):
+    """``path``, the value of the file setting ``key`` (FILE_KEYS), exists."""
+    if not os.path.isfile(path):
+        raise ConfigValueError(f"{key} '{path}' does not exist; {FILE_KEYS[key]}")
+    return path
 
 
 def _recbole_dir():
@@ -617,6 +637,9 @@ def check_config(config):
             f"eval_args split {split} leaves the test set empty, and a run tests the model it trains: "
             f"give test a ratio > 0 (e.g. {{RS: [0.8, 0.1, 0.1]}}) or use {{LS: valid_and_test}}"
         )
+    for key in FILE_KEYS:  # read only once training starts (pretraining, resuming)
+        if config[key]:
+            existing_file(key, config[key])
     from recbole_cllm4rec.coldstart import protocol_of
 
     protocol_of(config)  # the cold-start keys agree with each other and with the split

@@ -301,3 +301,40 @@ def test_missing_checkpoint_dir_is_made_and_left_empty(tmp_path):
     folder = tmp_path / "new" / "ckpt"
     check_writable(str(folder), "checkpoint_dir", folder=True)
     assert folder.is_dir() and not os.listdir(folder)
+
+
+# ------------------------------------------------------------------ 8. ranges, files, the backbone's depth
+TINY = ["--model=CLLM4Rec", "--llm_path=tiny-random", "--autocast=fp32"]
+OUT_OF_RANGE = [
+    # (id, arguments, words the one-line message must hold)
+    ("seed_below_0", ["--model=Pop", "--seed=-1"], ["seed=-1 is out of range", "<= 4294967295"]),
+    ("seed_above_2_32", ["--model=Pop", "--seed=4294967296"], ["seed=4294967296 is out of range"]),
+    ("huge_embedding_size", ["--model=BPR", "--embedding_size=1000000000"], ["embedding_size", "<= 65536"]),
+    ("negative_lora_rank", [*TINY, "--lora_rank=-2"], ["lora_rank=-2 is out of range", ">= 0"]),
+    ("missing_pretrained_file", [*TINY, "--pretrained_file=/nope.pth"], ["pretrained_file '/nope.pth' does not exist"]),
+    ("missing_resume_file", ["--model=BPR", "--resume_file=/nope.pth"], ["resume_file '/nope.pth' does not exist"]),
+    # known once the backbone is loaded: the model's build, before any training
+    ("readout_layers_above_depth", [*TINY, "--readout_layers=999"], ["readout_layers: 999", "2 layers"]),
+]
+
+
+@pytest.mark.parametrize("case", OUT_OF_RANGE, ids=[c[0] for c in OUT_OF_RANGE])
+def test_cli_out_of_range_values_are_one_line_errors(tmp_path, case):
+    _, args, words = case
+    message = cli_error(tmp_path, *args, *SAMPLE)
+    for word in words:
+        assert word in message, message
+
+
+def test_cllm4rec_setting_errors_at_model_build_are_user_errors():
+    from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
+
+    with pytest.raises(ConfigValueError, match="mask_ratio") as err:
+        CLLM4Rec._check_config({"mask_ratio": 1.0})
+    assert isinstance(err.value, recbole_cllm4rec.USER_ERRORS) and isinstance(err.value, ValueError)
+
+
+def test_boundary_values_pass():
+    validation.check_values("BPR", {"seed": 0, "embedding_size": 65536})
+    validation.check_values("BPR", {"seed": 2**32 - 1})
+    validation.check_values("CLLM4Rec", {"lora_rank": 0, "pretrained_file": None})

@@ -42,6 +42,7 @@ from recbole_cllm4rec.llm.backbone import (
     randomly_initialised,
 )
 from recbole_cllm4rec.model import cold_items
+from recbole_cllm4rec.validation import ConfigValueError
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
@@ -90,8 +91,8 @@ class CLLM4Rec(GeneralRecommender):
 
         depth = decoder_layer_count(self.backbone.base_model)
         self.readout_layers = config["readout_layers"]
-        if self.readout_layers > depth:
-            raise ValueError(
+        if self.readout_layers > depth:  # a setting's mistake, known once the backbone is loaded
+            raise ConfigValueError(
                 f"CLLM4Rec config 'readout_layers: {self.readout_layers}' exceeds the backbone's "
                 f"{depth} layers; use 0 (all) or a number up to {depth}"
             )
@@ -192,7 +193,7 @@ class CLLM4Rec(GeneralRecommender):
         }
         for key, ok in checks.items():
             if not ok(config[key]):
-                raise ValueError(
+                raise ConfigValueError(
                     f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
                     f"properties/model/CLLM4Rec.yaml for its meaning and range"
                 )
@@ -201,7 +202,7 @@ class CLLM4Rec(GeneralRecommender):
             and not config["use_content"]
             and config["content_init"] == "random"
         ):
-            raise ValueError(
+            raise ConfigValueError(
                 f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
                 f"without the content LM: set use_content: True or content_init: text"
             )
@@ -209,7 +210,7 @@ class CLLM4Rec(GeneralRecommender):
             config["cold_item_rows"],
             config["cold_user_states"],
         ):
-            raise ValueError(
+            raise ConfigValueError(
                 f"text_prior_count: {config['text_prior_count']} weighs a text map, but there is none: "
                 f"set cold_item_rows: text_map or cold_user_states: text_map, or text_prior_count: 0"
             )
@@ -235,7 +236,7 @@ class CLLM4Rec(GeneralRecommender):
         over the entities and scaled to norm ~1; zeros where there is no text. The text is
         metadata, not interactions, so cold items and users get their state too."""
         if not template:
-            raise ValueError(
+            raise ConfigValueError(
                 f"{missing_hint[0]} needs {kind} texts, but dataset '{dataset.dataset_name}' has no "
                 f"{kind}_text template: set {kind}_text in its yaml, or {missing_hint[1]}"
             )

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from recbole_cllm4rec.batching import length_batches
 from recbole_cllm4rec.checkpoint import CheckpointError, CheckpointMixin, atomic_save, refuse_non_finite, run_stamp
 from recbole_cllm4rec.distributed import all_reduce_sum, rank, shard, sum_gradients
+from recbole_cllm4rec.validation import existing_file
 
 
 class CLLM4RecTrainer(CheckpointMixin, Trainer):
@@ -190,8 +191,7 @@ class CLLM4RecTrainer(CheckpointMixin, Trainer):
             self.pretrain_progress["finished"] = True
 
     def _load_pretrained(self, path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"pretrained_file '{path}' does not exist; unset it to pretrain from scratch")
+        existing_file("pretrained_file", path)  # checked with the config already; a trainer made directly
         try:  # tables and plain values only: no pickled object is ever needed here
             saved = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001
