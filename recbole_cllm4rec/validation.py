@@ -12,6 +12,7 @@ package's code reads. Ranges are the short table ``RANGES`` below.
 """
 
 import ast
+import contextlib
 import csv
 import difflib
 import functools
@@ -413,8 +414,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_yaml_file(path):
     """A user's yaml file as ``yaml.safe_load`` reads it, but a repeated key is a ``ConfigValueError``
-    naming the file, the key and both lines."""
-    with open(path, encoding="utf-8") as f:
+    naming the file, the key and both lines, and so is a byte that is not UTF-8 (RecBole reads
+    config files as UTF-8, whatever ``encoding`` says)."""
+    with decoded(path, ConfigValueError, hint=None), open(path, encoding="utf-8") as f:
         return yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
 
 
@@ -703,16 +705,49 @@ _PANDAS_NA = frozenset(
 )
 
 
-def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), logger=None):
+ATOMIC_ENCODING_HINT = "or give its encoding with --encoding (e.g. --encoding=latin-1)"
+
+
+@contextlib.contextmanager
+def decoded(path, error=AtomicFileError, hint=ATOMIC_ENCODING_HINT):
+    """Reading ``path`` as text: a byte its encoding cannot read is ``error``, naming the file,
+    the first line that holds one and the fix (``hint``: the other way out, if any), not a bare
+    UnicodeDecodeError with a position in some buffer."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        line = None
+        try:
+            with open(path, "rb") as f:
+                line = next((n for n, raw in enumerate(f, 1) if not _decodes(raw, err.encoding)), None)
+        except OSError:
+            pass
+        where = f" line {line}" if line else ""
+        raise error(
+            f"{path}{where} is not {err.encoding} text (byte {err.object[err.start : err.start + 1]!r}: "
+            f"{err.reason}): save the file as UTF-8{', ' + hint if hint else ''}"
+        ) from None
+
+
+def _decodes(raw, encoding):
+    try:
+        raw.decode(encoding)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), id_fields=(), logger=None):
     """Header and rows of one atomic file, before RecBole's reader sees it. Raises
-    AtomicFileError for an empty file, a header without ``name:type``, a file with a header and
-    no rows, and a non-numeric value in a float column; returns the rows with missing columns
-    as ``(count, first line number)``."""
+    AtomicFileError for an empty file, a byte its encoding cannot read, a header without
+    ``name:type`` or with a name twice, an id field (``id_fields``) that is not a token, a file
+    with a header and no rows, and a non-numeric value in a float column; returns the rows with
+    missing columns as ``(count, first line number)``."""
     from recbole.utils.enum_type import FeatureType
 
     types = {t.value for t in FeatureType}
     name = os.path.basename(path)
-    with open(path, encoding=encoding, newline="") as f:
+    with decoded(path), open(path, encoding=encoding, newline="") as f:
         head = f.readline().rstrip("\r\n")
         if not head.strip():
             raise AtomicFileError(
@@ -720,6 +755,7 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
                 f"'user_id:token{separator!r}item_id:token' followed by one row per record".replace("'\\t'", "\\t")
             )
         columns = head.split(separator)
+        seen = {}
         for i, column in enumerate(columns):
             parts = column.split(":")
             if len(parts) != 2 or not parts[0] or parts[1] not in types:
@@ -727,6 +763,18 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
                 raise AtomicFileError(
                     f"column {i + 1} {column!r} of the header of {name} {what}: each header column is "
                     f"name:type with type one of {', '.join(sorted(types))} (e.g. rating:float)"
+                )
+            field, kind = parts
+            if field in seen:  # RecBole's reader then fails on a column count, naming nothing
+                raise AtomicFileError(
+                    f"the header of {name} names column '{field}' twice (columns {seen[field]} and {i + 1}): "
+                    f"rename or delete one"
+                )
+            seen[field] = i + 1
+            if field in id_fields and kind != "token":  # ids are remapped as tokens, never as numbers
+                raise AtomicFileError(
+                    f"column {i + 1} {column!r} of the header of {name} is an id field: id fields must "
+                    f"be :token (write {field}:token)"
                 )
         float_cols = [
             i for i, c in enumerate(columns) if c.split(":")[1] == "float" and c.split(":")[0] in float_fields
@@ -765,7 +813,10 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), l
 class _PandasLiteralText(types.ModuleType):
     """pandas as RecBole's atomic-file reader sees it, with quote parsing off: atomic files are
     tab-separated with no quoting, but ``read_csv``'s default treats a value that starts with
-    ``"`` (a quoted movie title, a review) as the start of a quoted field and fails."""
+    ``"`` (a quoted movie title, a review) as the start of a quoted field and fails. And a text
+    column (RecBole's ``dtype`` str: ids, tokens) is missing only where empty: pandas' default
+    reads ``NA``, ``null``, ``None``, ``nan``, ``N/A`` as missing, so such ids were dropped (or
+    ended in an IndexError); float columns keep pandas' missing values."""
 
     def __init__(self, pandas):
         super().__init__("pandas")
@@ -776,6 +827,10 @@ class _PandasLiteralText(types.ModuleType):
 
     def read_csv(self, *args, **kwargs):
         kwargs.setdefault("quoting", csv.QUOTE_NONE)
+        dtype = kwargs.get("dtype")
+        if isinstance(dtype, dict) and "na_values" not in kwargs:
+            kwargs.setdefault("keep_default_na", False)
+            kwargs["na_values"] = {column: [""] if kind is str else list(_PANDAS_NA) for column, kind in dtype.items()}
         return self._pandas.read_csv(*args, **kwargs)
 
 
@@ -808,10 +863,11 @@ def _atomic_files_checked():
         if load_col == set():
             return load_feat(self, filepath, source)
         separator, encoding = self.config["field_separator"], self.config["encoding"]
-        with open(filepath, encoding=encoding) as f:
+        with decoded(filepath), open(filepath, encoding=encoding) as f:
             header = [c.split(":")[0] for c in f.readline().rstrip("\r\n").split(separator)]
         wanted = [c for c in header if (load_col is None or c in load_col) and not (unload_col and c in unload_col)]
-        check_atomic_file(filepath, separator, encoding, float_fields=wanted, logger=getLogger())
+        ids = [f for f in (self.uid_field, self.iid_field) if f in wanted]
+        check_atomic_file(filepath, separator, encoding, float_fields=wanted, id_fields=ids, logger=getLogger())
         if source == FeatureSource.INTERACTION:
             missing = [f for f in (self.uid_field, self.iid_field) if f and f not in wanted]
             if missing:
@@ -850,21 +906,56 @@ def check_feat_ids(dataset):
             )
 
 
+_FILTER_KEYS = ("user_inter_num_interval", "item_inter_num_interval", "val_interval")
+
+
+def check_filtered(dataset, rows_read):
+    """What RecBole's filters leave of the ``rows_read`` interactions: those of at least 2 users
+    and 2 items. RecBole went on with fewer: none ended in "Some feat is empty", one user in a
+    negative sampler's error, both as tracebacks, the first naming no filter."""
+    inter = dataset.inter_feat
+    users, items = (inter[f].nunique() if f in inter else 2 for f in (dataset.uid_field, dataset.iid_field))
+    if users >= 2 and items >= 2:
+        return
+    name = dataset.dataset_name
+    active = [
+        f"{key}={dataset.config[key]}"
+        for key in _FILTER_KEYS
+        if dataset.config[key] and str(dataset.config[key]).replace(" ", "") != "[0,inf)"
+    ]
+    if active and len(inter) < rows_read:
+        where = f"after RecBole's filters ({', '.join(active)}) kept {len(inter)} of its {rows_read} interactions"
+        fix = "loosen those filters"
+    else:
+        where, fix = f"in {rows_read} interactions", f"add interactions to {name}.inter"
+    raise DatasetSplitError(
+        f"dataset '{name}' has {users} user(s) and {items} item(s) {where}: a recommender needs at "
+        f"least 2 users and 2 items to train and rank; {fix}"
+    )
+
+
 def _feat_ids_checked():
     """``check_feat_ids`` before RecBole's filters (``Dataset._data_filtering``, which a
-    benchmark_filename split skips, and then nothing is dropped)."""
+    benchmark_filename split skips, and then nothing is dropped), ``check_filtered`` after them
+    (before their ``_reset_index``, which fails on an empty table)."""
     from recbole.data.dataset import Dataset
 
     if getattr(Dataset._data_filtering, "_checked", False):
         return
-    data_filtering = Dataset._data_filtering
+    data_filtering, reset_index = Dataset._data_filtering, Dataset._reset_index
 
     def _data_filtering(self):
         check_feat_ids(self)
+        self._rows_read = len(self.inter_feat)
         return data_filtering(self)
+
+    def _reset_index(self):
+        check_filtered(self, getattr(self, "_rows_read", len(self.inter_feat)))
+        return reset_index(self)
 
     _data_filtering._checked = True
     Dataset._data_filtering = _data_filtering
+    Dataset._reset_index = _reset_index
 
 
 def _config_strings_literal():

@@ -338,3 +338,105 @@ def test_boundary_values_pass():
     validation.check_values("BPR", {"seed": 0, "embedding_size": 65536})
     validation.check_values("BPR", {"seed": 2**32 - 1})
     validation.check_values("CLLM4Rec", {"lora_rank": 0, "pretrained_file": None})
+
+
+# ------------------------------------------------------------------ 9. atomic files as a whole
+NA_SPELLINGS = ["NA", "null", "None", "nan", "N/A"]
+
+
+def write_files(tmp_path, name, files):
+    """``<tmp>/data/<name>/<name>.<ext>`` for each ``{ext: text or bytes}``; returns the CLI arguments."""
+    folder = tmp_path / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for ext, text in files.items():
+        path = folder / f"{name}.{ext}"
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    load = "{inter: [user_id, item_id, rating, timestamp]}"
+    return [f"--dataset={name}", f"--data_path={tmp_path / 'data'}", "--state=WARNING", f"--load_col={load}"]
+
+
+def inter_text(rows=None, header=HEADER):
+    """An atomic .inter file's text: 20 users with 6 interactions each among 15 items by default."""
+    rows = rows or [(f"u{u}", f"i{(u * 7 + k) % 15}") for u in range(20) for k in range(6)]
+    return header + "\n" + "".join(f"{u}\t{i}\t4\t{1000 + n}\n" for n, (u, i) in enumerate(rows))
+
+
+def test_na_spelt_ids_are_kept_as_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [(f"u{u}", f"i{(u * 7 + k) % 15}") for u in range(20) for k in range(6)]
+    rows = [
+        (NA_SPELLINGS[n % 5] if n < 10 else u, NA_SPELLINGS[n % 5] if 10 <= n < 20 else i)
+        for n, (u, i) in enumerate(rows)
+    ]
+    rows.append(("", "i1"))  # an empty id is still a missing value: RecBole drops the row and says which line
+    write_files(tmp_path, "na", {"inter": inter_text(rows)})
+    dataset = _load(tmp_path, "na", {"inter": INTER})
+    assert dataset.inter_num == len(rows) - 1  # pandas' default made all 20 NA-spelt rows missing: dropped
+    for field in ("user_id", "item_id"):
+        assert set(NA_SPELLINGS) <= set(dataset.field2id_token[field])
+
+
+ATOMIC_CASES = [
+    # (id, files, words the one-line message must hold)
+    (
+        "column_twice",
+        {"inter": inter_text(header="user_id:token\titem_id:token\tuser_id:token\ttimestamp:float")},
+        ["bad.inter", "names column 'user_id' twice (columns 1 and 3)"],
+    ),
+    (
+        "id_declared_float",
+        {
+            "inter": inter_text([(str(u), f"i{i}") for u in range(20) for i in range(6)]).replace(
+                "user_id:token", "user_id:float"
+            )
+        },
+        ["'user_id:float'", "bad.inter", "id fields must be :token"],
+    ),
+    (
+        "latin1_byte",
+        {"inter": inter_text().encode() + "caf\u00e9\ti1\t4\t5\n".encode("latin-1")},
+        ["bad.inter line 122 is not utf-8 text", "save the file as UTF-8", "--encoding"],
+    ),
+    (
+        "one_user",
+        {"inter": inter_text([("u0", f"i{i}") for i in range(9)])},
+        ["dataset 'bad' has 1 user(s) and 9 item(s) in 9 interactions", "at least 2 users"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ATOMIC_CASES, ids=[c[0] for c in ATOMIC_CASES])
+def test_cli_bad_atomic_files_are_one_line_errors(tmp_path, case):
+    _, files, words = case
+    message = cli_error(tmp_path, "--model=Pop", *write_files(tmp_path, "bad", files))
+    for word in words:
+        assert word in message, message
+
+
+def test_cli_filters_that_leave_nothing_are_one_line_errors(tmp_path):
+    message = cli_error(tmp_path, "--model=Pop", *SAMPLE, "--user_inter_num_interval=[50,inf)")
+    assert "after RecBole's filters (user_inter_num_interval=[50,inf)) kept 0 of its 320 interactions" in message
+    assert "loosen those filters" in message
+
+
+def test_latin1_file_loads_with_its_encoding(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_files(tmp_path, "latin", {"inter": inter_text().encode() + "caf\u00e9\ti1\t4\t5\n".encode("latin-1")})
+    dataset = _load(tmp_path, "latin", {"inter": INTER}, encoding="latin-1")
+    assert "caf\u00e9" in dataset.field2id_token["user_id"]
+
+
+def test_cli_latin1_yaml_names_the_file(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_bytes("# r\u00e9glages\nepochs: 1\n".encode("latin-1"))
+    message = cli_error(tmp_path, "--model=Pop", *SAMPLE, f"--config_files={mine}")
+    assert f"{mine} line 1 is not utf-8 text" in message and "save the file as UTF-8" in message, message
+
+
+# ------------------------------------------------------------------ 10. messages that misled
+def test_cli_item_file_lacking_most_items_says_so(tmp_path):
+    items = "item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tthing {i}\n" for i in range(4))
+    args = write_files(tmp_path, "bad", {"inter": inter_text(), "item": items})
+    load = "{inter: [user_id, item_id, rating, timestamp], item: [item_id, title]}"
+    message = cli_error(tmp_path, "--model=Pop", *args[:-1], f"--load_col={load}", "--topk=[5,10]")
+    assert "bad.item has no row for 11 item id(s) of bad.inter" in message and "topk" not in message, message
