@@ -75,7 +75,8 @@ def config_files_for(model, dataset, extra_files=()):
             raise ConfigFileError(f"config file '{path}' is not valid yaml: {err}") from err
         if content is not None and not isinstance(content, dict):
             raise ConfigFileError(f"config file '{path}' must hold 'key: value' lines, not {type(content).__name__}")
-        files.append(path)
+        if content is not None:  # an empty file (or comments only) sets nothing; RecBole's loader fails on it
+            files.append(path)
     return files
 
 

@@ -125,6 +125,9 @@ TYPE_OVERRIDES = {
     "additional_feat_suffix": "list or str",
     "metrics": "list or str",
     "topk": "list of int or int",
+    # "[0,60]" or [0, 60]: RecBole parses str() of the value
+    "user_inter_num_interval": "str or list of float",
+    "item_inter_num_interval": "str or list of float",
 }
 
 
@@ -412,20 +415,45 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+@functools.cache
+def _recbole_yaml_loader():
+    """``_UniqueKeyLoader`` reading scalars as RecBole's Config reads a config file (its loader
+    adds a float rule, so ``1e-3`` is a number; ``"[0,60]"`` stays a string, never evaluated)."""
+    from recbole.config.configurator import Config
+
+    theirs = Config._build_yaml_loader(None)  # the loader class; it uses nothing of self
+
+    class Loader(_UniqueKeyLoader):
+        yaml_implicit_resolvers = {k: list(v) for k, v in theirs.yaml_implicit_resolvers.items()}
+
+    return Loader
+
+
 def load_yaml_file(path):
-    """A user's yaml file as ``yaml.safe_load`` reads it, but a repeated key is a ``ConfigValueError``
-    naming the file, the key and both lines, and so is a byte that is not UTF-8 (RecBole reads
-    config files as UTF-8, whatever ``encoding`` says)."""
+    """A user's yaml file as RecBole reads it, but a repeated key is a ``ConfigValueError`` naming
+    the file, the key and both lines, and so is a byte that is not UTF-8 (RecBole reads config
+    files as UTF-8, whatever ``encoding`` says)."""
     with decoded(path, ConfigValueError, hint=None), open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+        return yaml.load(f, Loader=_recbole_yaml_loader())  # noqa: S506  a SafeLoader subclass
+
+
+MAX_DATASET_NAME = 100  # bytes: file names (255) also hold the model, a time stamp and a hash
 
 
 def check_dataset_name(dataset):
-    """A dataset is a folder name under data_path (RecBole joins the two)."""
-    if not isinstance(dataset, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
+    """A dataset is a folder name under data_path (RecBole joins the two): letters (any
+    alphabet), digits, '.', '_', '-', starting with a letter or digit, short enough for the
+    log and checkpoint file names built from it."""
+    shown = repr(dataset[:40]) + ("..." if len(dataset) > 40 else "") if isinstance(dataset, str) else repr(dataset)
+    if not isinstance(dataset, str) or not re.fullmatch(r"[^\W_][\w.-]*", dataset):
         raise ConfigValueError(
-            f"dataset name {dataset!r} is not a folder name: give the name (e.g. --dataset=ml-100k) and "
+            f"dataset name {shown} is not a folder name: give the name (e.g. --dataset=ml-100k) and "
             f"set --data_path to the folder that holds it"
+        )
+    if len(dataset.encode("utf-8")) > MAX_DATASET_NAME:
+        raise ConfigValueError(
+            f"dataset name {shown} is {len(dataset.encode('utf-8'))} bytes long: log and checkpoint file "
+            f"names hold it, so keep it to {MAX_DATASET_NAME} (rename the folder and its files)"
         )
 
 
@@ -439,13 +467,15 @@ def check_user_settings(model, dataset, config_file_list=None, config_dict=None)
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(content, dict):
-            check_values(model, content, where=f"{path}: ")
+            check_values(model, content, where=f"{path}: ", evaluated=False)
     check_values(model, dict(config_dict or {}))
 
 
-def check_values(model, settings, where=""):
+def check_values(model, settings, where="", evaluated=True):
     """Check user-given ``settings`` (``{key: value}`` from ``config_dict`` or a user's config
-    file) before RecBole's Config sees them. ``where`` names their origin in messages."""
+    file) before RecBole's Config sees them. ``where`` names their origin in messages;
+    ``evaluated``: RecBole reads their strings as Python values (``config_dict``, the command
+    line), not those of a config file."""
     known = known_keys()
     types = key_types(model)
     _, _, nullable = _property_tables()
@@ -454,7 +484,7 @@ def check_values(model, settings, where=""):
             raise ConfigValueError(f"{where}{key!r} is not a config key: keys are letters, digits and '_'")
         if key not in known:
             raise ConfigValueError(f"{where}unknown config key '{key}'{_suggest(key, sorted(known))}")
-        value = literal(raw)
+        value = literal(raw) if evaluated else raw
         kind = types.get(key)
         if value is None:
             if key in nullable or kind is None or "none" in (kind or ""):

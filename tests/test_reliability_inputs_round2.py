@@ -112,12 +112,15 @@ def test_yaml_key_given_twice_in_a_nested_mapping(tmp_path):
         build_config("Pop", "ml-100k", [str(mine)])
 
 
-def test_yaml_without_repeats_loads_as_safe_load(tmp_path):
+def test_yaml_without_repeats_loads_as_recbole_reads_it(tmp_path):
     import yaml
+    from recbole.config.configurator import Config
 
     mine = tmp_path / "my.yaml"
-    mine.write_text("base: &b {a: 1, b: 2}\nother:\n  <<: *b\n  a: 3\nlr: 1e-3\nlist: [1, 1]\n")
-    assert validation.load_yaml_file(str(mine)) == yaml.safe_load(mine.read_text())
+    mine.write_text('base: &b {a: 1, b: 2}\nother:\n  <<: *b\n  a: 3\nlr: 1e-3\nlist: [1, 1]\niv: "[0,60]"\n')
+    read = validation.load_yaml_file(str(mine))
+    assert read == yaml.load(mine.read_text(), Loader=Config._build_yaml_loader(None))  # noqa: S506
+    assert read["lr"] == 0.001 and read["iv"] == "[0,60]"
     for folder, _, files in os.walk(os.path.realpath(os.path.join(ROOT, "properties"))):  # nor a shipped file
         for name in files:
             if name.endswith(".yaml"):
@@ -440,3 +443,37 @@ def test_cli_item_file_lacking_most_items_says_so(tmp_path):
     load = "{inter: [user_id, item_id, rating, timestamp], item: [item_id, title]}"
     message = cli_error(tmp_path, "--model=Pop", *args[:-1], f"--load_col={load}", "--topk=[5,10]")
     assert "bad.item has no row for 11 item id(s) of bad.inter" in message and "topk" not in message, message
+
+
+def test_empty_yaml_file_is_no_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for text in ("", "# nothing set yet\n"):
+        mine = tmp_path / "empty.yaml"
+        mine.write_text(text)
+        assert build_config("Pop", "ml-100k", [str(mine)], dict(QUIET))["epochs"] == 300  # RecBole's default
+
+
+def test_non_ascii_dataset_name_is_a_folder_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_files(tmp_path, "donn\u00e9es", {"inter": inter_text()})
+    assert _load(tmp_path, "donn\u00e9es", {"inter": INTER}).inter_num == 120
+
+
+def test_cli_overlong_dataset_name_is_one_line(tmp_path):
+    message = cli_error(tmp_path, "--model=Pop", "--dataset=" + "a" * 5000)
+    assert "bytes long" in message and "keep it to 100" in message and len(message) < 300, message
+
+
+def test_interval_strings_recbole_accepts_pass(tmp_path, monkeypatch):
+    from recbole.data import create_dataset
+
+    monkeypatch.chdir(tmp_path)
+    rows = [(f"u{u}", f"i{k}") for u in range(20) for k in range(3 + u % 4)]  # 3 to 6 items a user
+    write_files(tmp_path, "iv", {"inter": inter_text(rows)})
+    settings = {"data_path": str(tmp_path / "data"), "load_col": {"inter": INTER}, **QUIET}
+    mine = tmp_path / "iv.yaml"
+    mine.write_text('user_inter_num_interval: "[0,4]"\n')  # a string in yaml, as RecBole reads it
+    kept = sum(n for n in (3 + u % 4 for u in range(20)) if n <= 4)
+    assert create_dataset(build_config("Pop", "iv", [str(mine)], settings)).inter_num == kept
+    overrides = parse_overrides(["--user_inter_num_interval=[0,4]"])  # a list on the command line
+    assert create_dataset(build_config("Pop", "iv", config_dict={**settings, **overrides})).inter_num == kept
