@@ -131,7 +131,7 @@ def test_a_failing_model_is_a_row_with_its_reason(workdir):
 def test_unwritable_results_file_falls_back_and_the_cli_prints_the_written_path(workdir, monkeypatch, capfd):
     (workdir / "blocked").write_text("a file where the results folder should be")
     requested = str(workdir / "blocked" / "r.md")
-    monkeypatch.setattr(qs, "check_writable", lambda path: None)  # the disk fills after the check
+    monkeypatch.setattr(qs, "check_writable", lambda *args, **kwargs: None)  # the disk fills after the check
     monkeypatch.setattr(qs, "stop_on_signals", lambda: None)  # keep pytest's own SIGINT handling
     monkeypatch.setattr(tempfile, "tempdir", str(workdir))
     spec = importlib.util.spec_from_file_location("run_recbole_cli", CLI)
