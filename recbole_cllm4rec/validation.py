@@ -1,6 +1,7 @@
 """Input checks that run once, before any training: config values (types, ranges, finiteness,
-unknown keys, metrics), config files (no key twice), the process count and the GPU asked for,
-atomic files (and feature files that cover the interactions), and the split a dataset gives.
+unknown keys, metrics), config files (no key twice, UTF-8), the process count and the GPU asked
+for, atomic files (header, encoding, id columns, feature files that cover the interactions, what
+RecBole's filters leave), and the split a dataset gives.
 
 Every failure is an ``InputError`` (a ``ValueError``) whose message is one line saying what is
 wrong and what to do; ``run_recbole.py`` prints it as ``error: ...`` and exits with code 2.
@@ -954,13 +955,13 @@ def check_filtered(dataset, rows_read):
         if dataset.config[key] and str(dataset.config[key]).replace(" ", "") != "[0,inf)"
     ]
     if active and len(inter) < rows_read:
-        where = f"after RecBole's filters ({', '.join(active)}) kept {len(inter)} of its {rows_read} interactions"
+        where = f"left after RecBole's filters ({', '.join(active)}), which kept {len(inter)} of its {rows_read} interactions"
         fix = "loosen those filters"
     else:
         where, fix = f"in {rows_read} interactions", f"add interactions to {name}.inter"
     raise DatasetSplitError(
-        f"dataset '{name}' has {users} user(s) and {items} item(s) {where}: a recommender needs at "
-        f"least 2 users and 2 items to train and rank; {fix}"
+        f"dataset '{name}' has {users} user(s) and {items} item(s) {where}; a recommender needs at "
+        f"least 2 users and 2 items to train and rank: {fix}"
     )
 
 

@@ -1,8 +1,12 @@
 """Bad inputs that used to pass silently, round 2: a user's ml-100k under --data_path ignored for
 RecBole's copy, a flag or a yaml key given twice (the last kept), nproc < 1, a GPU that is not
 there (a silent CPU run), nan/inf for a float key, and .item/.user files lacking ids of the
-.inter file (RecBole dropped those interactions). Each case failed on the code before the fix;
-none trains a model (config building, argument parsing, at most a tiny dataset loaded)."""
+.inter file (RecBole dropped those interactions). Then (7-10) inputs that failed only after
+training or as tracebacks: a split without a test set, an unwritable checkpoint_dir, out-of-range
+seeds, sizes and CLLM4Rec settings, missing files; atomic files with NA-spelt ids, a column twice,
+a float id, a Latin-1 byte, too few users; and messages that misled. Each case failed on the code
+before the fix; none trains a model (config building, argument parsing, at most a tiny dataset
+loaded, the tiny backbone built)."""
 
 import os
 import sys
@@ -418,8 +422,9 @@ def test_cli_bad_atomic_files_are_one_line_errors(tmp_path, case):
 
 def test_cli_filters_that_leave_nothing_are_one_line_errors(tmp_path):
     message = cli_error(tmp_path, "--model=Pop", *SAMPLE, "--user_inter_num_interval=[50,inf)")
-    assert "after RecBole's filters (user_inter_num_interval=[50,inf)) kept 0 of its 320 interactions" in message
-    assert "loosen those filters" in message
+    assert message.startswith("error: dataset 'amazon-sample' has 0 user(s) and 0 item(s) left after RecBole's filters")
+    assert "(user_inter_num_interval=[50,inf)), which kept 0 of its 320 interactions" in message
+    assert message.endswith("at least 2 users and 2 items to train and rank: loosen those filters"), message
 
 
 def test_latin1_file_loads_with_its_encoding(tmp_path, monkeypatch):
