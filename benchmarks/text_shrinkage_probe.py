@@ -32,12 +32,37 @@ def dataset_yaml(name):
         return yaml.safe_load(f) or {}
 
 
+def one_hot_fields(dataset, side, template):
+    """[n_entities, sum of field sizes]: one-hot of each token field the text template names."""
+    import string
+
+    import torch
+    from recbole.utils import FeatureType
+
+    names = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    feat = dataset.user_feat if side == "user" else dataset.item_feat
+    blocks = []
+    for name in names:
+        if name in feat.interaction and dataset.field2type[name] == FeatureType.TOKEN:
+            blocks.append(torch.nn.functional.one_hot(feat[name].long(), dataset.num(name)).float())
+    if not blocks:
+        raise SystemExit(f"error: no token field of the {side}_text template {template!r} to one-hot")
+    return torch.cat(blocks, 1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_files", nargs="+")
     parser.add_argument("--k", default="0,1,3,10,30")
     parser.add_argument(
         "--users", action="store_true", help="the users' text map (cold_user_states) instead of the items'"
+    )
+    parser.add_argument(
+        "--features",
+        choices=["text", "onehot"],
+        default="text",
+        help="onehot: replace the text state by a one-hot of the fields the text template names "
+        "(the same facts, no language model): does the map need the LM, or only the categories?",
     )
     args = parser.parse_args()
 
@@ -67,6 +92,10 @@ def main():
             template = config[f"{side}_text"] or dataset_yaml(config["dataset"]).get(f"{side}_text")
             text = model._text_states(train._dataset, side, template, (f"--{side}s", f"add {side}_text"))
             setattr(model, f"{side}_text_states", text.to(model.device))
+        if args.features == "onehot":
+            template = config[f"{side}_text"] or dataset_yaml(config["dataset"]).get(f"{side}_text")
+            onehot = one_hot_fields(train._dataset, side, template)
+            setattr(model, f"{side}_text_states", onehot.to(model.device))
         if args.users:
             untrained = model.n_users - 1 - model.corpus.users_with_history().size
         else:
@@ -79,7 +108,7 @@ def main():
             buckets = coldstart.extra_results(config, trainer, train, test) if args.users else {}
             extra = " ".join(f"{c}: {x:.4f}" for table in buckets.values() for c, x in table.items())
             print(
-                f"| {path.rsplit('/', 1)[-1]} | {config['llm_weights']}, seed {config['seed']} | text_map "
+                f"| {path.rsplit('/', 1)[-1]} | {config['llm_weights']}, seed {config['seed']} | {args.features} map "
                 f"({untrained} {side}s without history) | {k:g} | {v:.4f} | {t:.4f} | {extra} |",
                 flush=True,
             )
