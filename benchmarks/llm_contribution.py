@@ -43,22 +43,31 @@ CLLM4REC_VARIANTS = {
     "CLLM4Rec": [],
     "CLLM4Rec random weights": ["--llm_weights=random"],
     "CLLM4Rec no text": [],
+    # the weights alone, as a transformer over ID words: where the text prior is off
+    "CLLM4Rec random weights no text": ["--llm_weights=random"],
 }
 # Every CLLM4Rec cell runs a third of the default's 30 epochs, validates every 2 and ranks with 2
 # history orders instead of 8 (27 runs of the full default would take about 6 hours on 2 cores).
 CLLM4REC_SCHEDULE = ["--epochs=10", "--eval_step=2", "--eval_prompt_draws=2", "--stopping_step=10"]
-# Where the default reads text, the flags that take every text path away; elsewhere the default
-# itself has no text, so its "no text" row is the default's own run (no cell of its own).
+# The flags that take every text path away from the default (its item rows' text prior; on the
+# cold-user protocol also the profile map the protocol turns on).
 NO_TEXT = {
+    "default": ["--cold_item_rows=trained"],
+    "sparse": ["--cold_item_rows=trained"],
     "cold-item": ["--cold_item_rows=trained"],
-    "sparse-item": ["--cold_item_rows=trained", "--text_prior_count=0"],
-    "cold-user": ["--cold_user_states=trained", "--text_prior_count=0"],
+    "sparse-item": ["--cold_item_rows=trained"],
+    "cold-user": ["--cold_item_rows=trained", "--cold_user_states=trained"],
 }
 # Where the main table mixes in interactions the protocol is not about, the test metrics come
 # from the cell's own extra table (its title, as written above the table).
 TEST_TABLE = {"cold-user": "Test, the cold users only:"}
 ID_BASELINES = ["Pop", "BPR", "MultiVAE", "LightGCN", "EASE", "ItemKNN"]
-ABLATIONS = {"vs random weights": "CLLM4Rec random weights", "vs no text": "CLLM4Rec no text"}
+# label -> (variant, variant it is paired against): the first minus the second, per seed
+ABLATIONS = {
+    "vs random weights": ("CLLM4Rec", "CLLM4Rec random weights"),
+    "vs no text": ("CLLM4Rec", "CLLM4Rec no text"),
+    "no text vs random weights no text": ("CLLM4Rec no text", "CLLM4Rec random weights no text"),
+}
 COLUMNS = {
     "test ndcg@10": "ndcg",
     "test recall@10": "recall",
@@ -91,13 +100,8 @@ def cell(protocol, group, seed):
         argv.append(f"--config_files={' '.join(PROTOCOLS[protocol])}")
     argv += [f"--seed={seed}", "--show_progress=False", f"--results_file={path}"]
     schedule = CLLM4REC_SCHEDULE if group in CLLM4REC_VARIANTS else []
-    no_text = NO_TEXT.get(protocol, []) if group == "CLLM4Rec no text" else []
+    no_text = NO_TEXT[protocol] if group.endswith(" no text") else []
     return path, models, argv + schedule + flags + no_text
-
-
-def has_cell(protocol, group):
-    """False for the "no text" variant where the default reads no text (its row is the default's)."""
-    return group != "CLLM4Rec no text" or protocol in NO_TEXT
 
 
 def split_row(line):
@@ -156,7 +160,7 @@ def run(args):
     failed = []
     for protocol in args.protocols.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for group in [by_name[g.lower()] for g in chosen if has_cell(protocol, by_name[g.lower()])]:
+            for group in [by_name[g.lower()] for g in chosen]:
                 path, models, argv = cell(protocol, group, seed)
                 if not args.force and complete(path, models):
                     print(f"skip (complete): {path}")
@@ -194,9 +198,6 @@ def collect():
                 if values["ndcg"] is not None:  # a variant's row says CLLM4Rec: name it by its variant
                     name = group if group in CLLM4REC_VARIANTS else model
                     data.setdefault(protocol, {}).setdefault(name, {})[int(match[2])] = values
-    for protocol, runs in data.items():
-        if not has_cell(protocol, "CLLM4Rec no text") and "CLLM4Rec" in runs:
-            runs["CLLM4Rec no text"] = runs["CLLM4Rec"]  # the default reads no text here
     return data
 
 
@@ -244,20 +245,16 @@ def report(args):
             "model / variant | seeds run | test NDCG@10 | test Recall@10 | valid NDCG@10 | train s (mean) | peak RSS MB (max)"
         )
         for name, seeds in sorted(runs.items(), key=lambda kv: -statistics.mean(v["ndcg"] for v in kv[1].values())):
-            if not (name == "CLLM4Rec no text" and seeds is runs.get("CLLM4Rec")):  # the default's own row
-                out.append(row(name, *summary(seeds)))
+            out.append(row(name, *summary(seeds)))
         out.append("")
     out += ["## The language model's contribution", ""]
     out += table(
-        "protocol | CLLM4Rec | seeds paired | test NDCG@10 diff | test verdict | valid NDCG@10 diff | valid verdict"
+        "protocol | comparison | seeds paired | test NDCG@10 diff | test verdict | valid NDCG@10 diff | valid verdict"
     )
     for protocol, runs in data.items():
-        for label, other in ABLATIONS.items():
-            if other in runs and runs[other] is runs.get("CLLM4Rec"):
-                out.append(row(protocol, label, "", "(the default reads no text here)", "", "", ""))
-                continue
+        for label, (variant, other) in ABLATIONS.items():
             (seeds, test, spread), (_, valid, valid_spread) = (
-                paired(runs, "CLLM4Rec", other, k) for k in ("ndcg", "valid")
+                paired(runs, variant, other, k) for k in ("ndcg", "valid")
             )
             if seeds:
                 plot.setdefault(protocol, {})[label] = stats(test)
@@ -285,7 +282,7 @@ def report(args):
     out += ["## Commands", ""]
     for protocol in PROTOCOLS:
         lines = []
-        cells = (cell(protocol, g, s) for s in SEEDS for g in groups() if has_cell(protocol, g))
+        cells = (cell(protocol, g, s) for s in SEEDS for g in groups())
         for path, models, argv in cells:
             present = os.path.exists(os.path.join(ROOT, path))
             note = "" if complete(path, models) else "  # incomplete" if present else "  # not run yet"
@@ -309,15 +306,16 @@ def draw(plot, path):
         print("note: matplotlib is not installed; no plot")
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, label in enumerate(ABLATIONS):
-        xs = [p + (i - 0.5) * 0.35 for p in range(len(plot))]
+    width = 0.8 / len(ABLATIONS)
+    for i, (label, (variant, other)) in enumerate(ABLATIONS.items()):
+        xs = [p + (i - (len(ABLATIONS) - 1) / 2) * width for p in range(len(plot))]
         means = [plot[p].get(label, (math.nan, math.nan)) for p in plot]
         errs = [0 if math.isnan(s) else s for _, s in means]  # one seed: no error bar
-        ax.bar(xs, [m for m, _ in means], 0.35, yerr=errs, capsize=4, label=f"CLLM4Rec {label}")
+        ax.bar(xs, [m for m, _ in means], width, yerr=errs, capsize=3, label=f"{variant} minus {other}")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(plot)), list(plot))
     ax.set_xlabel("protocol")
-    ax.set_ylabel("test NDCG@10: CLLM4Rec minus variant")
+    ax.set_ylabel("test NDCG@10 difference")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

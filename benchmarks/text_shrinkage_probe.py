@@ -100,9 +100,10 @@ def main():
             untrained = model.n_users - 1 - model.corpus.users_with_history().size
         else:
             untrained = int((~model.trained_items[1:]).sum())
-        for k in grid:  # the model's own text prior (a text_map with text_prior_count: k)
+        for k in grid:  # the model's own text prior (a text_map with (user_)text_prior_count: k)
             setattr(model, "cold_user_states" if args.users else "cold_item_rows", "text_map")
-            model.text_prior_count, model._ranking_rows, model._user_map = k, None, None
+            setattr(model, "user_text_prior_count" if args.users else "text_prior_count", k)
+            model._ranking_rows, model._user_map = None, None
             v = trainer.evaluate(valid, load_best_model=False)["ndcg@10"]
             t = trainer.evaluate(test, load_best_model=False)["ndcg@10"]
             buckets = coldstart.extra_results(config, trainer, train, test) if args.users else {}

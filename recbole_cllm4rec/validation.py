@@ -92,6 +92,7 @@ RANGES = {
     "cold_user_max_history": (0, True, None, None),
     "cold_item_max_history": (0, True, None, None),
     "text_prior_count": (0, True, None, None),
+    "user_text_prior_count": (0, True, None, None),
 }
 SUFFIX_RANGES = {
     "batch_size": (1, True, None, None),

@@ -356,9 +356,11 @@ def test_text_prior_count_leans_each_item_on_its_text_map_by_its_training_count(
     assert not torch.allclose(rows[warm], trained_rows[warm])  # unlike text_map alone, warm rows move
 
 
-def test_text_prior_count_without_text_map_says_what_to_do(ml100k_tiny):
-    with pytest.raises(ValueError, match="text_prior_count: 10 weighs a text map.*cold_item_rows: text_map"):
-        fresh_model(ml100k_tiny, cold_item_rows="trained", text_prior_count=10)
+def test_cold_item_rows_trained_ranks_with_the_trained_rows_whatever_the_text_prior(ml100k_tiny):
+    from recbole_cllm4rec.model.cold_items import ranking_rows
+
+    model = fresh_model(ml100k_tiny, cold_item_rows="trained", text_prior_count=10)
+    assert ranking_rows(model) is None and not len(model.item_text_states)  # no text read at all
 
 
 def test_cold_user_states_text_map_mixes_each_read_out_with_the_users_text_map(ml100k_tiny):
@@ -369,7 +371,7 @@ def test_cold_user_states_text_map_mixes_each_read_out_with_the_users_text_map(m
     from recbole_cllm4rec.model.cold_items import fit_map, fit_user_map, user_ranking_states
 
     k = 5.0
-    model = fresh_model(ml100k_tiny, cold_user_states="text_map", text_prior_count=k)
+    model = fresh_model(ml100k_tiny, cold_user_states="text_map", user_text_prior_count=k)
     assert model.user_text_states.shape[0] == model.n_users and model.user_text_states[1:].abs().sum() > 0
     users = _users(model, 4)
     user_map = fit_user_map(model)
@@ -391,7 +393,7 @@ def test_cold_user_states_text_map_mixes_each_read_out_with_the_users_text_map(m
     moved = (model.full_sort_predict(batch) - scores)[:, 1:].abs().amax(1) > 1e-5
     assert moved[0] and not moved[1:].any()
 
-    model.text_prior_count = 0.0  # only a user with no training interaction takes the map
+    model.user_text_prior_count = 0.0  # only a user with no training interaction takes the map
     cold_user = users[1]
     model.corpus.histories[cold_user] = model.corpus.histories[cold_user][:0]
     model._user_map = None

@@ -23,10 +23,12 @@ def test_cllm4rec_cells_carry_the_suite_schedule_and_baselines_do_not():
     assert not any(flag in argv for flag in suite.CLLM4REC_SCHEDULE)
 
 
-def test_no_text_cell_exists_only_where_the_default_reads_text():
-    assert suite.has_cell("cold-item", "CLLM4Rec no text")
-    assert "--cold_item_rows=trained" in suite.cell("cold-item", "CLLM4Rec no text", 2020)[2]
-    assert not suite.has_cell("sparse", "CLLM4Rec no text") and suite.has_cell("sparse", "CLLM4Rec")
+def test_no_text_cells_take_the_defaults_text_away_on_every_protocol():
+    for protocol in suite.PROTOCOLS:
+        no_text = suite.cell(protocol, "CLLM4Rec no text", 2020)[2]
+        assert "--cold_item_rows=trained" in no_text  # the default's item rows read their text
+        assert not any("cold_item_rows" in flag for flag in suite.cell(protocol, "CLLM4Rec", 2020)[2])
+    assert "--cold_user_states=trained" in suite.cell("cold-user", "CLLM4Rec no text", 2020)[2]
 
 
 def _write(root, protocol, group, seed, rows):
@@ -46,6 +48,7 @@ def test_report_judges_paired_differences_against_the_seed_spread(tmp_path, monk
     for seed, (pre, rnd) in zip(suite.SEEDS, [(0.100, 0.101), (0.102, 0.100), (0.099, 0.100)]):
         _write(tmp_path, "sparse", "CLLM4Rec", seed, {"CLLM4Rec": (pre, 0.1)})
         _write(tmp_path, "sparse", "CLLM4Rec random weights", seed, {"CLLM4Rec": (rnd, 0.1)})
+        _write(tmp_path, "sparse", "CLLM4Rec no text", seed, {"CLLM4Rec": (rnd - 0.05, 0.1)})
     _write(tmp_path, "default", "baselines", 2020, {"EASE": (0.33, 0.25)})  # no CLLM4Rec cell yet
     out = tmp_path / "report.md"
     suite.report(type("Args", (), {"output": str(out), "plot": None})())
@@ -58,9 +61,10 @@ def test_report_judges_paired_differences_against_the_seed_spread(tmp_path, monk
     assert "pretrained ahead" in lines["cold-item/vs random weights"]
     assert "0.1800 ±" in lines["cold-item/vs random weights"]
     assert "no difference" in lines["sparse/vs random weights"]
-    assert "the default reads no text here" in lines["sparse/vs no text"]
+    assert "pretrained ahead" in lines["sparse/vs no text"]
     assert "at or above" in lines["cold-item/Pop"]
-    assert text.count("| CLLM4Rec no text |") == 0  # sparse: no row of its own
+    assert text.count("| CLLM4Rec no text |") == 1  # sparse's; cold-item ran none
+    assert "cold-item/vs no text" not in lines
     assert not any(key.startswith("default/vs") for key in lines)
 
 

@@ -149,6 +149,7 @@ class CLLM4Rec(GeneralRecommender):
         self.user_rec.weight.requires_grad_(config["train_rec_user_rows"])
         self.cold_item_rows = config["cold_item_rows"]
         self.text_prior_count = float(config["text_prior_count"] or 0)
+        self.user_text_prior_count = float(config["user_text_prior_count"] or 0)
         self.cold_user_states = config["cold_user_states"] or "trained"
         self.register_buffer("user_text_states", torch.zeros(0), persistent=False)
         if self.cold_user_states == "text_map":
@@ -205,14 +206,6 @@ class CLLM4Rec(GeneralRecommender):
             raise ConfigValueError(
                 f"cold_item_rows: {config['cold_item_rows']} reads content rows, which stay random "
                 f"without the content LM: set use_content: True or content_init: text"
-            )
-        if (config["text_prior_count"] or 0) > 0 and "text_map" not in (
-            config["cold_item_rows"],
-            config["cold_user_states"],
-        ):
-            raise ConfigValueError(
-                f"text_prior_count: {config['text_prior_count']} weighs a text map, but there is none: "
-                f"set cold_item_rows: text_map or cold_user_states: text_map, or text_prior_count: 0"
             )
 
     def _tables(self, hidden, std):

@@ -19,7 +19,7 @@ as a negative. At ranking time its row can instead come from the content side:
 ``cold_user_states: text_map`` does the same for users: a ridge map from the user's text state
 (``user_text``, e.g. age, gender and occupation, read by the frozen LM) to the read-out of their
 recommendation prompt, fitted on the users with a training history; a user's read-out becomes
-``(n state + k map) / (n + k)`` (k = ``text_prior_count``; with k = 0, users with no training
+``(n state + k map) / (n + k)`` (k = ``user_text_prior_count``; with k = 0, users with no training
 interaction take the map, whose prompt otherwise reads out zeros and ranks by the bias alone).
 
 The score is still the LM's prompt state dotted with the row (plus the bias).
@@ -130,5 +130,5 @@ def user_ranking_states(model, users, states, user_map):
     weights, intercept = user_map
     mapped = (model.user_text_states[users].double() @ weights + intercept).to(states)
     n = torch.as_tensor([len(model.corpus.histories[u]) for u in users], dtype=states.dtype, device=states.device)
-    keep = own_weight(n, model.text_prior_count)
+    keep = own_weight(n, model.user_text_prior_count)
     return keep[:, None] * states + (1 - keep[:, None]) * mapped
