@@ -285,10 +285,10 @@ def test_cold_item_ranking_rows_keep_the_warm_items_text_part(text_model, cold_r
     try:
         model.cold_item_rows, model._ranking_rows = "trained", None
         trained = model.full_sort_predict(batch)
-        model.cold_item_rows, model._ranking_rows = cold_rows, None
+        model.cold_item_rows, model._ranking_rows, model.text_prior_count = cold_rows, None, 0.0
         replaced = model.full_sort_predict(batch)
     finally:
-        model.cold_item_rows, model._ranking_rows = saved, None
+        model.cold_item_rows, model._ranking_rows, model.text_prior_count = saved, None, 10.0
     warm = model.trained_items.clone()
     warm[0] = False
     assert torch.allclose(replaced[:, warm], trained[:, warm], atol=1e-5)
@@ -300,7 +300,7 @@ def test_text_map_ranks_cold_items_by_a_map_of_their_text_state_fitted_on_warm_i
     item's score moves with its own text state only; warm items keep their trained rows."""
     from recbole_cllm4rec.model.cold_items import fit_map, ranking_rows
 
-    model = fresh_model(ml100k_tiny, cold_item_rows="text_map", item_text_rows=False)
+    model = fresh_model(ml100k_tiny, cold_item_rows="text_map", item_text_rows=False, text_prior_count=0)
     assert not model.text_projection and model.item_text_states.shape[0] == model.n_items
     warm = model.trained_items.clone()
     cold = ~warm
@@ -371,7 +371,7 @@ def test_cold_user_states_text_map_mixes_each_read_out_with_the_users_text_map(m
     from recbole_cllm4rec.model.cold_items import fit_map, fit_user_map, user_ranking_states
 
     k = 5.0
-    model = fresh_model(ml100k_tiny, cold_user_states="text_map", user_text_prior_count=k)
+    model = fresh_model(ml100k_tiny, cold_user_states="text_map", user_text_prior_count=k, cold_item_rows="trained")
     assert model.user_text_states.shape[0] == model.n_users and model.user_text_states[1:].abs().sum() > 0
     users = _users(model, 4)
     user_map = fit_user_map(model)
