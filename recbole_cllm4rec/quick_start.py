@@ -683,10 +683,33 @@ def read_rows(path):
     except ValueError:
         pass
     if any(line.strip() for line in lines):
-        message = f"{path} holds no rows this version can merge (an older or hand-made table): it is replaced"
+        message = (
+            f"{path} holds no rows this version can merge (an older or hand-made table): its text is "
+            f"kept below the new table"
+        )
         getLogger().warning(message)
         print(f"warning: {message}", file=sys.stderr)
     return []
+
+
+def kept_notes(path, previous):
+    """The lines of the results file ``path`` that ``render_results(previous)`` did not write: a
+    user's notes, or all of an older version's file. A rewrite keeps them (in order, above the
+    rows line), so merging rows never loses what someone wrote there."""
+    import difflib
+
+    if not path or not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        old = [line for line in f.read().splitlines() if not line.startswith(ROWS_MARK)]
+    if not previous:
+        return old if any(line.strip() for line in old) else []
+    made = render_results(previous).splitlines()[:-1]  # without its rows line
+    notes = []
+    for tag, _, _, start, end in difflib.SequenceMatcher(None, made, old, autojunk=False).get_opcodes():
+        if tag in ("insert", "replace"):
+            notes += old[start:end]
+    return notes if any(line.strip() for line in notes) else []
 
 
 def merge_rows(previous, entries):
@@ -707,9 +730,10 @@ def _unique(values):
     return list(dict.fromkeys(values))
 
 
-def render_results(entries):
+def render_results(entries, notes=()):
     """The markdown of a results file: titles, protocol(s), commands, the table, extra tables,
-    per-stage numbers, and the rows as json on the last line (what the next writer merges)."""
+    per-stage numbers, ``notes`` (lines kept from the file this one replaces), and the rows as
+    json on the last line (what the next writer merges)."""
     results = [e["result"] for e in entries]
     finished = [r for r in results if not r.get("failed")]
     protocols = {}
@@ -749,6 +773,8 @@ def render_results(entries):
                 for name, s in r["stages"].items()
             ]
             lines.append("")
+    if notes:
+        lines += [*notes, ""] if notes[-1].strip() else list(notes)
     # json has '>' only inside strings, where \u003e reads back the same: no '-->' ends the comment early
     rows = json.dumps(entries).replace(">", "\\u003e")  # ascii: no character splits the line
     lines.append(f"{ROWS_MARK}{rows} -->")
@@ -767,14 +793,13 @@ def write_results(path, results, title, commands, merge_from=None):
     machine = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {datetime.date.today().isoformat()}"
     entries = [{"result": r, "title": title, "commands": list(commands), "machine": machine} for r in _plain(results)]
     with _locked(path):
-        if os.path.exists(path) or not merge_from:
-            previous = read_rows(path)
-        else:
-            try:
-                previous = read_rows(merge_from)
-            except OSError:  # the unwritable file is unreadable too: only this run's rows
-                previous = []
-        text = render_results(merge_rows(previous, entries))
+        source = path if os.path.exists(path) or not merge_from else merge_from
+        try:
+            previous = read_rows(source)
+            notes = kept_notes(source, previous)
+        except OSError:  # the unwritable file is unreadable too: only this run's rows
+            previous, notes = [], []
+        text = render_results(merge_rows(previous, entries), notes)
         tmp = f"{path}.{os.getpid()}.tmp"  # a reader (or a kill) never sees half a table
         try:
             with open(tmp, "w", encoding="utf-8") as f:

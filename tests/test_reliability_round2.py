@@ -75,12 +75,36 @@ def test_rows_of_other_runs_are_kept_and_a_rerun_replaces_its_row(tmp_path):
     assert not glob.glob(str(tmp_path / "*.tmp"))
 
 
-def test_a_table_without_rows_to_merge_is_replaced_with_a_warning(tmp_path, capsys):
+def test_a_table_without_rows_to_merge_is_kept_below_the_new_one_with_a_warning(tmp_path, capsys):
     path = tmp_path / "old.md"
-    path.write_text("# an older version's table\n\n| model | test ndcg@10 |\n|---|---|\n| EASE | 0.3 |\n")
+    old = "# an older version's table\n\n| model | test ndcg@10 |\n|---|---|\n| EASE | 0.3 |\n\nEASE is ahead.\n"
+    path.write_text(old)
     qs.write_results(str(path), [fake("Pop", 0.1)], "x: Pop", ["cmd"])
     assert list(table_rows(path)) == ["Pop"]
+    text = path.read_text()
+    assert old.strip() in text and text.index("| Pop |") < text.index("| EASE | 0.3 |")  # nothing lost
+    assert text.rstrip("\n").splitlines()[-1].startswith(qs.ROWS_MARK)  # the rows stay mergeable
     assert "holds no rows this version can merge" in capsys.readouterr().err
+
+
+def test_notes_written_into_a_results_file_survive_every_later_merge(tmp_path):
+    path = tmp_path / "r.md"
+    qs.write_results(str(path), [fake("Pop", 0.1), fake("BPR", 0.2)], "x: Pop, BPR", ["cmd"])
+    lines = path.read_text().splitlines()
+    table_end = lines.index(table_rows(path)["BPR"]) + 1
+    lines[table_end:table_end] = ["", "Why BPR wins: more epochs.", "", "- a list item"]
+    lines.append("A note written after the rows line.")
+    path.write_text("\n".join(lines) + "\n")
+    for score in (0.3, 0.4):  # a rerun of one model, twice: the notes stay, once each
+        qs.write_results(str(path), [fake("Pop", score)], "x: Pop", ["cmd"])
+    text = path.read_text()
+    notes = ["Why BPR wins: more epochs.", "- a list item", "A note written after the rows line."]
+    assert all(text.count(note + "\n") == 1 for note in notes)
+    assert "0.4000" in table_rows(path)["Pop"] and [e["result"]["model"] for e in qs.read_rows(str(path))] == [
+        "Pop",
+        "BPR",
+    ]
+    assert text.rstrip("\n").splitlines()[-1].startswith(qs.ROWS_MARK)
 
 
 _WRITER = """
