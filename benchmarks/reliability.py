@@ -7,9 +7,10 @@ the outcome is classified:
 * ``message in traceback`` a traceback whose last line names the problem
 * ``unhelpful traceback``  a traceback that does not (``, after training`` when a model trained first)
 * ``silent wrong result``  the run finished (or ran on until the timeout) as if nothing were wrong
-* ``ok``                   a case that must run: it ran and said what it should (``warned``)
+* ``ok``                   a case that must run: it ran and said what it should (``warned`` / ``said``)
 
-The kill and concurrency scenarios come from ``benchmarks/reliability_faults.py`` when present.
+The kill and concurrency scenarios come from ``benchmarks/reliability_faults.py`` when present; the
+CLI ones (Ctrl-C / SIGTERM to a run, two comparisons sharing a results file) are below.
 
     python benchmarks/reliability.py                     # everything; ~10 min on 2 CPU cores (--jobs 2)
     python benchmarks/reliability.py --only metric       # the cases whose id holds 'metric'
@@ -20,10 +21,12 @@ The kill and concurrency scenarios come from ``benchmarks/reliability_faults.py`
 import argparse
 import concurrent.futures
 import datetime
+import glob
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 LOAD_ALL = "load_col: {inter: [user_id, item_id, rating, timestamp]}\n"
 PWNED = "PWNED"  # a file the code-injection cases try to create
+DATA = os.path.join(ROOT, "dataset")
+LATIN1_ROW = "caf\u00e9\ti1\t4\t5\n".encode("latin-1")  # a user id with a Latin-1 byte
 
 
 # ----------------------------------------------------------------------------- scratch data
@@ -43,21 +48,22 @@ def _rows(n_users=20, per_user=6, n_items=15):
     return [f"u{u}\ti{i}\t4\t{1000 + 10 * u + i}" for u in range(n_users) for i in rng.sample(range(n_items), per_user)]
 
 
-def _dataset(work, name, lines=None, text=None):
+def _dataset(work, name, lines=None, text=None, more=None, load=LOAD_ALL):
+    """``<work>/data/<name>/<name>.inter`` from ``lines`` or ``text`` (str or bytes), ``more``
+    other atomic files ``{ext: text}``, and ``load`` as the config file; returns Pop's arguments."""
     folder = os.path.join(work, "data", name)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as f:
-        f.write(text if text is not None else "".join(line + "\n" for line in lines))
-    cfg = os.path.join(work, "load.yaml")
-    with open(cfg, "w", encoding="utf-8") as f:
-        f.write(LOAD_ALL)
+    inter = text if text is not None else "".join(line + "\n" for line in lines)
+    for ext, data in {"inter": inter, **(more or {})}.items():
+        _file(folder, data, f"{name}.{ext}")
+    cfg = _file(work, load, "load.yaml")
     return ["--model=Pop", f"--dataset={name}", f"--data_path={os.path.join(work, 'data')}", f"--config_files={cfg}"]
 
 
 def _file(work, text, name="my.yaml"):
     path = os.path.join(work, name)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(path, "wb") as f:
+        f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
     return path
 
 
@@ -74,13 +80,31 @@ def _replace_line(lines, i, old, new):
     return lines
 
 
+def _na_ids():
+    """The first 10 rows' users and the next 10 rows' items spelt as pandas' default NA values."""
+    rows = [row.split("\t") for row in _rows()]
+    for n in range(20):
+        rows[n][n // 10] = ["NA", "null", "None", "nan", "N/A"][n % 5]
+    return [HEADER] + ["\t".join(row) for row in rows]
+
+
+def _latin1(work, *extra):
+    """bad.inter: the default rows, then one with a Latin-1 byte (line 122)."""
+    text = "".join(line + "\n" for line in [HEADER] + _rows()).encode() + LATIN1_ROW
+    return _dataset(work, "bad", text=text) + list(extra)
+
+
 # ----------------------------------------------------------------------------- the bad inputs
 # (id, kind, arguments or a function(work) -> arguments, words a helpful message holds, expect)
-# expect: "error" (must stop before training with a one-line message) or "warn:<text>" (must
-# run and warn). BPR runs with --epochs=1 wherever epochs is not the subject.
+# expect: "error" (must stop before training with a one-line message), "warn:<text>" (must run
+# and warn) or "ok[:<text>]" (must run, and say <text>). BPR runs with --epochs=1 wherever epochs
+# is not the subject; CLLM4Rec (T) on the tiny random backbone, one epoch a stage, where it would build.
 B = ["--model=BPR", "--epochs=1"]
 C = ["--model=CLLM4Rec"]
+T = C + ["--llm_path=tiny-random", "--autocast=fp32", "--pretrain_epochs=1", "--content_warmup_epochs=0"]
+T += ["--epochs=1", "--max_doc_items=16"]
 A = ["--model=AlphaRec"]
+INTERS = "ok:The number of inters: 120"  # RecBole's dataset summary: all 120 rows of _rows() kept
 CASES = [
     # wrong types and ranges
     ("epochs_abc", "type", ["--model=BPR", "--epochs=abc"], ["epochs"], "error"),
@@ -102,6 +126,8 @@ CASES = [
     ("weight_decay_negative", "range", B + ["--weight_decay=-1"], ["weight_decay"], "error"),
     ("embedding_size_zero", "range", B + ["--embedding_size=0"], ["embedding_size"], "error"),
     ("seed_word", "type", B + ["--seed=abc"], ["seed"], "error"),
+    ("seed_above_2_32", "range", B + ["--seed=4294967296"], ["seed"], "error"),
+    ("embedding_size_huge", "range", B + ["--embedding_size=1000000000"], ["embedding_size"], "error"),
     ("show_progress_word", "type", B + ["--show_progress=maybe"], ["show_progress"], "error"),
     ("learner_typo", "choice", B + ["--learner=adamm"], ["learner", "adamm"], "error"),
     ("state_unknown_level", "choice", B + ["--state=LOUD"], ["state", "LOUD"], "error"),
@@ -112,9 +138,27 @@ CASES = [
     ("autocast_unknown", "choice", C + ["--autocast=fp8"], ["autocast"], "error"),
     ("max_doc_items_zero", "range", C + ["--max_doc_items=0"], ["max_doc_items"], "error"),
     ("pretrain_epochs_negative", "range", C + ["--pretrain_epochs=-1"], ["pretrain_epochs"], "error"),
+    ("lora_rank_negative", "range", T + ["--lora_rank=-2"], ["lora_rank"], "error"),
+    ("readout_layers_above_depth", "range", T + ["--readout_layers=999"], ["readout_layers"], "error"),
     ("tau_zero", "range", A + ["--tau=0"], ["tau"], "error"),
     ("text_pooling_unknown", "choice", A + ["--text_pooling=median"], ["text_pooling", "median"], "error"),
     ("code_in_value", "injection", B + ["--seed=__import__('os').system('touch PWNED') or 1"], ["seed"], "error"),
+    # nan / inf for a float key
+    ("learning_rate_inf", "non-finite", B + ["--learning_rate=.inf"], ["finite"], "error"),
+    ("weight_decay_nan", "non-finite", B + ["--weight_decay=nan"], ["finite"], "error"),
+    # processes and devices
+    ("nproc_zero", "launch", ["--model=Pop", "--nproc=0"], ["nproc"], "error"),
+    ("gpu_id_absent", "launch", B + ["--gpu_id=5"], ["GPU"], "error"),
+    # a flag or key given twice (the last one used to win silently)
+    ("flag_given_twice", "given twice", ["--model=BPR", "-m", "Pop"], ["given twice"], "error"),
+    ("override_given_twice", "given twice", B + ["--epochs=2"], ["given twice"], "error"),
+    (
+        "yaml_key_given_twice",
+        "given twice",
+        lambda w: ["--model=Pop", "--config_files=" + _file(w, "epochs: 3\nlearning_rate: 0.01\nepochs: 5\n")],
+        ["twice"],
+        "error",
+    ),
     # unknown keys
     ("key_epoch", "unknown key", ["--model=BPR", "--epoch=1"], ["epoch"], "error"),
     ("key_learnign_rate", "unknown key", B + ["--learnign_rate=5"], ["learnign_rate"], "error"),
@@ -134,16 +178,7 @@ CASES = [
     (
         "topk_above_items_cllm4rec",
         "metrics",
-        C
-        + [
-            "--topk=[10,5000]",
-            "--llm_path=tiny-random",
-            "--pretrain_epochs=1",
-            "--content_warmup_epochs=0",
-            "--epochs=1",
-            "--readout_layers=1",
-            "--max_doc_items=16",
-        ],
+        T + ["--topk=[10,5000]", "--readout_layers=1"],
         ["5000", "topk", "k out of range"],
         "error",
     ),
@@ -153,6 +188,7 @@ CASES = [
     ("order_unknown", "eval_args", B + ["--eval_args={order: XO}"], ["order", "XO"], "error"),
     ("mode_unknown", "eval_args", B + ["--eval_args={mode: most}"], ["mode", "most"], "error"),
     ("eval_args_not_a_dict", "eval_args", B + ["--eval_args=RS"], ["eval_args"], "error"),
+    ("split_without_test_set", "eval_args", B + ["--eval_args={split: {RS: [0.9,0.1,0.0]}}"], ["test"], "error"),
     # models
     ("model_comma_only", "model", ["--model=,"], ["model"], "error"),
     ("model_empty", "model", ["--model="], ["model"], "error"),
@@ -170,6 +206,9 @@ CASES = [
     ("dataset_missing", "dataset", B + ["--dataset=amazon-nope"], ["amazon-nope"], "error"),
     ("dataset_path_traversal", "dataset", B + ["--dataset=../ml-100k"], ["../ml-100k"], "error"),
     ("dataset_empty_name", "dataset", B + ["--dataset="], ["dataset"], "error"),
+    ("dataset_name_overlong", "dataset", ["--model=Pop", "--dataset=" + "a" * 5000], ["bytes long"], "error"),
+    ("dataset_non_ascii_name", "dataset", lambda w: _dataset(w, "donn\u00e9es", [HEADER] + _rows()), [], INTERS),
+    ("ml100k_own_data_path", "dataset", lambda w: _dataset(w, "ml-100k", [HEADER] + _rows()), [], INTERS),
     (
         "data_path_missing",
         "dataset",
@@ -178,6 +217,14 @@ CASES = [
         "error",
     ),
     ("resume_file_missing", "path", B + ["--resume_file=nope.pth"], ["nope.pth"], "error"),
+    ("pretrained_file_missing", "path", T + ["--pretrained_file=nope.pth"], ["nope.pth"], "error"),
+    (
+        "checkpoint_dir_a_file",
+        "path",
+        lambda w: ["--model=Pop", f"--checkpoint_dir={_file(w, 'a file', 'ckpt')}"],
+        ["checkpoint_dir"],
+        "error",
+    ),
     # malformed atomic files
     ("inter_empty", "atomic file", lambda w: _dataset(w, "bad", text=""), ["bad.inter", "empty"], "error"),
     ("inter_header_only", "atomic file", lambda w: _dataset(w, "bad", [HEADER]), ["bad.inter", "no rows"], "error"),
@@ -223,6 +270,64 @@ CASES = [
         ["split", "empty"],
         "error",
     ),
+    # atomic files as a whole: ids, columns, encodings, size, feature files
+    ("ids_spelt_na", "atomic file", lambda w: _dataset(w, "na", _na_ids()), [], INTERS),
+    (
+        "column_named_twice",
+        "atomic file",
+        lambda w: _dataset(w, "bad", [HEADER.replace("rating:float", "user_id:token")] + _rows()),
+        ["user_id", "twice"],
+        "error",
+    ),
+    (
+        "id_declared_float",
+        "atomic file",
+        lambda w: _dataset(w, "bad", [HEADER.replace("user_id:token", "user_id:float")] + [r[1:] for r in _rows()]),
+        ["user_id:float", ":token"],
+        "error",
+    ),
+    ("latin1_byte_in_inter", "encoding", _latin1, ["utf-8", "UTF-8"], "error"),
+    (
+        "latin1_inter_with_encoding",
+        "encoding",
+        lambda w: _latin1(w, "--encoding=latin-1"),
+        [],
+        "ok:The number of inters: 121",
+    ),
+    (
+        "latin1_byte_in_yaml",
+        "encoding",
+        lambda w: ["--model=Pop", "--config_files=" + _file(w, "# r\u00e9glages\nepochs: 1\n".encode("latin-1"))],
+        ["utf-8", "UTF-8"],
+        "error",
+    ),
+    (
+        "one_user",
+        "too small",
+        lambda w: _dataset(w, "bad", [HEADER] + [f"u0\ti{i}\t4\t{1000 + i}" for i in range(9)]),
+        ["1 user", "2 users"],
+        "error",
+    ),
+    (
+        "filters_leave_nothing",
+        "too small",
+        lambda w: _dataset(w, "bad", [HEADER] + _rows()) + ["--user_inter_num_interval=[50,inf)"],
+        ["0 user", "filters"],
+        "error",
+    ),
+    (
+        "item_file_lacking_ids",
+        "feature file",
+        lambda w: _dataset(
+            w,
+            "bad",
+            [HEADER] + _rows(),
+            more={"item": "item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tthing {i}\n" for i in range(4))},
+            load="load_col: {inter: [user_id, item_id, rating, timestamp], item: [item_id, title]}\n",
+        ),
+        ["bad.item", "no row"],
+        "error",
+    ),
     # config files
     ("config_file_missing", "config file", B + ["--config_files=nope.yaml"], ["nope.yaml"], "error"),
     (
@@ -253,6 +358,14 @@ CASES = [
         ["epochs"],
         "error",
     ),
+    ("config_file_empty", "config file", lambda w: ["--model=Pop", f"--config_files={_file(w, '')}"], [], "ok"),
+    (
+        "config_file_interval_string",
+        "config file",
+        lambda w: _dataset(w, "iv", [HEADER] + _rows(), load=LOAD_ALL + 'user_inter_num_interval: "[0,60]"\n'),
+        [],
+        INTERS,
+    ),
     # command-line syntax
     ("override_without_equals", "syntax", B + ["--learning_rate", "0.01"], ["learning_rate"], "error"),
 ]
@@ -264,19 +377,19 @@ TRAINED = re.compile(r"epoch \d+ training|[a-z_]+ epoch \d+")
 
 
 def classify(rc, out, err, words, expect, timed_out, work):
-    text = out + err
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out + err)  # RecBole colours its console log
     trained = bool(TRAINED.search(text))
     lines = [line for line in err.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else ""
     if os.path.exists(os.path.join(work, PWNED)):
         return "silent wrong result", "code in a config value ran"
-    if expect.startswith("warn:"):
-        wanted = expect[5:]
+    if expect.startswith(("warn:", "ok")):
+        must, _, wanted = expect.partition(":")
         if rc == 0 and wanted in text:
-            line = next(line for line in text.splitlines() if wanted in line)
-            return "ok", "warned: " + line.split("WARNING", 1)[-1].strip()[:160]
+            line = next(line for line in text.splitlines() if wanted in line) if wanted else "(exit 0)"
+            return "ok", ("warned: " if must == "warn" else "ran: ") + line.split("WARNING", 1)[-1].strip()[:160]
         if rc == 0:
-            return "silent wrong result", "ran without a warning"
+            return "silent wrong result", "ran without a warning" if must == "warn" else f"ran, never saying {wanted!r}"
         return ("message in traceback" if "Traceback" in text else "unhelpful traceback"), last[:160]
     if timed_out:
         return "silent wrong result", "ran on until the timeout" + (" (training)" if trained else "")
@@ -295,19 +408,21 @@ def classify(rc, out, err, words, expect, timed_out, work):
     return "unhelpful traceback", last[:160] + suffix
 
 
+def _command(code_root, work, args):
+    """The CLI call: ``args``, then ``--show_progress=False`` and ``--checkpoint_dir=<work>/saved``
+    unless ``args`` set them (a key given twice is an error)."""
+    given = {a.split("=", 1)[0] for a in args}
+    defaults = ["--show_progress=False", f"--checkpoint_dir={os.path.join(work, 'saved')}"]
+    extra = [d for d in defaults if d.split("=", 1)[0] not in given]
+    return [sys.executable, os.path.join(code_root, "run_recbole.py"), *args, *extra]
+
+
 def run_case(case, code_root, timeout):
     name, kind, args, words, expect = case
     work = tempfile.mkdtemp(prefix=f"rel-{name}-")
     try:
         args = args(work) if callable(args) else list(args)
-        quiet = [] if any(a.startswith("--show_progress=") for a in args) else ["--show_progress=False"]
-        cmd = [
-            sys.executable,
-            os.path.join(code_root, "run_recbole.py"),
-            *args,
-            *quiet,
-            f"--checkpoint_dir={os.path.join(work, 'saved')}",
-        ]
+        cmd = _command(code_root, work, args)
         start = time.time()
         try:
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
@@ -333,18 +448,121 @@ def run_case(case, code_root, timeout):
 
 
 # ----------------------------------------------------------------------------- faults (items 1-7)
+# ~100 BPR epochs a second on amazon-sample, no validation before epoch 100: a signal lands mid-training
+LONG_BPR = ["--dataset=amazon-sample", f"--data_path={DATA}", "--epochs=3000", "--stopping_step=1000"]
+LONG_BPR += ["--eval_step=100", "--state=WARNING"]
+
+
+def _start(work, args):
+    """The CLI (this checkout's) in a session of its own, so that ``_stop`` reaches it and its worker."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen(_command(ROOT, work, args), cwd=work, env=env, text=True, start_new_session=True, **pipes)
+
+
+def _stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _gone(pid, timeout=30):
+    """Whether ``pid`` exits within ``timeout`` (a zombie counts as gone)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _signalled(work, models, sig):
+    """``sig`` to a CLI run of ``models`` (a comparison trains in a worker) once a BPR epoch has
+    finished: one ``interrupted:`` line with a --resume_file hint, exit 128 + sig, no worker left."""
+    name = f"{signal.Signals(sig).name} to a running {models} {'comparison' if ',' in models else 'training'} (CLI)"
+    extra = [f"--results_file={os.path.join(work, 'r.md')}"] if "," in models else []
+    proc = _start(work, [f"--model={models}", *LONG_BPR, *extra])
+    try:
+        deadline = time.time() + 150
+        while not glob.glob(os.path.join(work, "saved", "*-last.pth")):
+            if proc.poll() is not None or time.time() > deadline:
+                return name, f"failed: no epoch finished (exit {proc.poll()})"
+            time.sleep(0.2)
+        last = glob.glob(os.path.join(work, "saved", "*-last.pth"))[0]
+        worker = int(os.path.basename(last).rsplit("-", 3)[1])  # <Model>-<time>-<pid>-<hex>-last.pth
+        time.sleep(0.5)  # well into the next epochs
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=90)
+        lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+        problems = [f"exit {proc.returncode}, not {128 + sig}"] if proc.returncode != 128 + sig else []
+        if "Traceback" in err or len(lines) != 1:
+            problems.append(f"{len(lines)} 'interrupted:' line(s)" + (", a traceback" if "Traceback" in err else ""))
+        elif f"--resume_file={last}" not in lines[0]:
+            problems.append("no --resume_file hint: " + lines[0][:120])
+        if worker != proc.pid and not _gone(worker):
+            problems.append(f"its worker {worker} outlived it")
+        if problems:
+            return name, "failed: " + "; ".join(problems)
+        return name, f"ok: exit {proc.returncode}; {lines[0].replace(work, '<tmp>')[:160]}"
+    except subprocess.TimeoutExpired:
+        return name, f"failed: still running 90 s after {signal.Signals(sig).name}"
+    finally:
+        _stop(proc)
+
+
+def scenario_cli_ctrl_c(work):
+    return _signalled(work, "BPR", signal.SIGINT)
+
+
+def scenario_cli_sigterm_comparison(work):
+    return _signalled(work, "BPR,Pop", signal.SIGTERM)
+
+
+def scenario_cli_shared_results_file(work):
+    """Two comparisons started together with one --results_file: the table keeps all four rows."""
+    name = "two CLI comparisons at once, one --results_file"
+    path = os.path.join(work, "shared.md")
+    runs = [["Pop", "ItemKNN"], ["BPR", "LightGCN"]]
+    args = ["--epochs=1", "--dataset=amazon-sample", f"--data_path={DATA}", "--state=WARNING"]
+    procs = [_start(work, [f"--model={','.join(models)}", *args, f"--results_file={path}"]) for models in runs]
+    try:
+        errs = [proc.communicate(timeout=300)[1] for proc in procs]
+    except subprocess.TimeoutExpired:
+        return name, "failed: still running after 300 s"
+    finally:
+        for proc in procs:
+            _stop(proc)
+    failed = [err for proc, err in zip(procs, errs) if proc.returncode]
+    if failed:
+        return name, f"failed: exit {[p.returncode for p in procs]}: {failed[0].strip()[-120:]}"
+    with open(path, encoding="utf-8") as f:
+        cells = {line.split("|")[1].strip() for line in f if line.startswith("|")}
+    lost = [m for models in runs for m in models if m not in cells]
+    return name, f"failed: rows lost: {', '.join(lost)}" if lost else "ok: all 4 rows kept"
+
+
+CLI_SCENARIOS = [scenario_cli_ctrl_c, scenario_cli_sigterm_comparison, scenario_cli_shared_results_file]
+
+
 def run_faults():
-    """Rows from ``benchmarks/reliability_faults.py`` (written beside this script), if present."""
+    """Rows from ``benchmarks/reliability_faults.py`` (written beside this script), if present,
+    then the CLI scenarios above."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    rows, scenarios = [], []
     try:
         import reliability_faults
+
+        scenarios = getattr(reliability_faults, "SCENARIOS", None) or [
+            getattr(reliability_faults, n) for n in dir(reliability_faults) if n.startswith("scenario_")
+        ]
     except ImportError as err:
-        return [("(fault scenarios)", f"not run: {err}")]
-    scenarios = getattr(reliability_faults, "SCENARIOS", None) or [
-        getattr(reliability_faults, n) for n in dir(reliability_faults) if n.startswith("scenario_")
-    ]
-    rows = []
-    for scenario in scenarios:
+        rows.append(("(fault scenarios)", f"not run: {err}"))
+    for scenario in [*scenarios, *CLI_SCENARIOS]:
         work = tempfile.mkdtemp(prefix="rel-fault-")
         start = time.time()
         try:
@@ -376,9 +594,9 @@ def write_report(path, rows, faults, command, code_root, seconds, reused=()):
         "with `--show_progress=False` and a per-case `--checkpoint_dir`; fast models (BPR with "
         "`--epochs=1`, Pop) wherever a run could train. Outcomes: **clean error** = exit 2, one "
         "`error: ...` line, no traceback, nothing trained; **ok** = a case that must run did, with "
-        "the warning it owes; **message in traceback** / **unhelpful traceback** = a traceback whose "
-        "last line does / does not name the problem; **silent wrong result** = it ran (or ran on to the "
-        "timeout) as if nothing were wrong, or code in a config value ran.",
+        "the warning or the row count it owes; **message in traceback** / **unhelpful traceback** = a "
+        "traceback whose last line does / does not name the problem; **silent wrong result** = it ran "
+        "(or ran on to the timeout) as if nothing were wrong, or code in a config value ran.",
         "",
         "Reproduce (every case and scenario; ~12 min on 2 CPU cores):",
         "",
@@ -418,7 +636,7 @@ def write_report(path, rows, faults, command, code_root, seconds, reused=()):
             f"| {i} | {r['id']} | {r['kind']} | `{_cell(r['args'])}` | {r['outcome']} | "
             f"{_cell(r['detail'])} | {r['seconds']} |"
         )
-    lines += ["", "## Kills and concurrency (benchmarks/reliability_faults.py)", ""]
+    lines += ["", "## Kills, signals and concurrency (benchmarks/reliability_faults.py; the CLI's last)", ""]
     if faults:
         lines += ["| scenario | outcome |", "|---|---|", *[f"| {n} | {_cell(o)} |" for n, o in faults]]
     else:
