@@ -270,14 +270,14 @@ def report(args):
         "## CLLM4Rec against the ID baselines (test NDCG@10)",
         "",
     ]
-    out += table("protocol | baseline | seeds paired | CLLM4Rec | baseline | CLLM4Rec - baseline | verdict")
+    out += table("protocol | variant | baseline | seeds paired | variant | baseline | variant - baseline | verdict")
     for protocol, runs in data.items():
-        for base in [b for b in ID_BASELINES if b in runs]:
-            seeds, diffs, spread = paired(runs, "CLLM4Rec", base, "ndcg")
+        for variant, base in [(v, b) for v in ("CLLM4Rec", "CLLM4Rec no text") for b in ID_BASELINES if b in runs]:
+            seeds, diffs, spread = paired(runs, variant, base, "ndcg")
             if seeds:
-                both = [show([runs[n][s]["ndcg"] for s in seeds]) for n in ("CLLM4Rec", base)]
+                both = [show([runs[n][s]["ndcg"] for s in seeds]) for n in (variant, base)]
                 cols = both + judge(diffs, spread, "at or above", "below", "at or above")
-                out.append(row(protocol, base, ", ".join(map(str, seeds)), *cols))
+                out.append(row(protocol, variant, base, ", ".join(map(str, seeds)), *cols))
     out += ["", "Same rule: below if the mean paired difference is under minus the spread, else at or above.", ""]
     out += ["## Commands", ""]
     for protocol in PROTOCOLS:
