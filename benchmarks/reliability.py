@@ -467,7 +467,7 @@ def _stop(proc):
         pass
 
 
-def _gone(pid, timeout=30):
+def gone(pid, timeout=30):
     """Whether ``pid`` exits within ``timeout`` (a zombie counts as gone)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -504,7 +504,7 @@ def _signalled(work, models, sig):
             problems.append(f"{len(lines)} 'interrupted:' line(s)" + (", a traceback" if "Traceback" in err else ""))
         elif f"--resume_file={last}" not in lines[0]:
             problems.append("no --resume_file hint: " + lines[0][:120])
-        if worker != proc.pid and not _gone(worker):
+        if worker != proc.pid and not gone(worker):
             problems.append(f"its worker {worker} outlived it")
         if problems:
             return name, "failed: " + "; ".join(problems)

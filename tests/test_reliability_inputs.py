@@ -50,6 +50,19 @@ def run_cli(workdir, *args, timeout=180, checkpoint_dir=None):
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
+def cli_error(tmp_path, *args):
+    """The one ``error: ...`` line of a CLI run refused before training (exit 2, no traceback)."""
+    proc = run_cli(tmp_path, *args)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: "), output[-3000:]
+    saved = tmp_path / "saved"
+    assert not saved.is_dir() or not [f for f in os.listdir(saved) if f.endswith(".pth")]  # nothing trained
+    return message
+
+
 # ------------------------------------------------------------------ the CLI, end to end
 def _dataset_case(tmp_path, kind):
     """Build the bad input of a data case; returns the CLI arguments."""
@@ -91,15 +104,9 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
     _, args, words = case
     if isinstance(args, str):
         args = _dataset_case(tmp_path, args)
-    proc = run_cli(tmp_path, *args)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 2, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: "), output[-3000:]
+    message = cli_error(tmp_path, *args)
     for word in words:
         assert word in message, message
-    assert not os.path.isdir(tmp_path / "saved") or not os.listdir(tmp_path / "saved")  # nothing trained
 
 
 def test_cli_short_rows_are_counted_and_warned(tmp_path):

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_reliability_inputs import run_cli
+from test_reliability_inputs import cli_error, run_cli
 
 import recbole_cllm4rec
 from recbole_cllm4rec import validation
@@ -253,19 +253,6 @@ def test_complete_feature_files_pass(tmp_path, monkeypatch):
 
 SAMPLE = ["--dataset=amazon-sample", f"--data_path={os.path.join(ROOT, 'dataset')}", "--state=WARNING"]
 SAMPLE_DICT = {"data_path": os.path.join(ROOT, "dataset"), **QUIET}
-
-
-def cli_error(tmp_path, *args):
-    """The one ``error: ...`` line of a CLI run refused before training (exit 2, no traceback)."""
-    proc = run_cli(tmp_path, *args)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 2, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: "), output[-3000:]
-    saved = tmp_path / "saved"
-    assert not saved.is_dir() or not [f for f in os.listdir(saved) if f.endswith(".pth")]  # nothing trained
-    return message
 
 
 @pytest.mark.parametrize("split", ["{RS: [0.9,0.1,0.0]}", "{LS: valid_only}"])

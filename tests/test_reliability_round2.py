@@ -18,6 +18,9 @@ import pytest
 from recbole_cllm4rec import quick_start as qs
 from tests.conftest import ROOT
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from reliability import gone  # noqa: E402  (a zombie nobody reaps counts as gone)
+
 DATA = os.path.join(ROOT, "dataset")
 CLI = os.path.join(ROOT, "run_recbole.py")
 # ~100 epochs a second (no validation until epoch 100): a signal lands mid-training; Pop trains 1 epoch anyway
@@ -193,20 +196,6 @@ def wait_for_training(workdir, proc, timeout=150):
     last = glob.glob(str(workdir / "saved" / "*-last.pth"))[0]
     time.sleep(0.5)  # well into the next epochs
     return last, int(os.path.basename(last).rsplit("-", 3)[1])  # <Model>-<time>-<pid>-<hex>-last.pth
-
-
-def gone(pid, timeout=30):
-    """Whether ``pid`` exits within ``timeout`` (a zombie nobody reaps counts as gone)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def stop(proc):
