@@ -571,10 +571,10 @@ def _compare_jobs(jobs, launch, writer):
 def _check_before_training(runs, dataset, config_file_list, results_file):
     """Every ``(model, config_dict)`` of a comparison builds its config (a typo in a model name,
     a bad value, metrics that disagree) and the results file is writable, before any trains."""
+    if results_file:  # first: the checkpoint check below makes its folder
+        check_writable(results_file)
     for model, config_dict in runs:
         check_outputs(build_config(model, dataset, config_file_list, config_dict))
-    if results_file:
-        check_writable(results_file)
 
 
 def compare(

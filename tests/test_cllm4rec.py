@@ -404,12 +404,17 @@ def test_ranking_averages_the_scores_of_several_history_orders(ml100k_tiny):
     the history; the first draw is the single-draw ranking."""
     from recbole.data.interaction import Interaction
 
+    from recbole_cllm4rec.model.cold_items import ranking_rows
+
     model = fresh_model(ml100k_tiny).eval()
     users = model.corpus.users_with_history()[:3]
     batch = Interaction({model.USER_ID: torch.as_tensor(users)})
     model.eval_prompt_draws = 1
     single = model.full_sort_predict(batch)
-    per_draw = [model.rec_scores(users, [model.corpus.eval_history(u, model.seed, d) for u in users]) for d in range(3)]
+    rows = ranking_rows(model)  # the default's text prior on every item's row
+    per_draw = [
+        model.rec_scores(users, [model.corpus.eval_history(u, model.seed, d) for u in users], rows) for d in range(3)
+    ]
     model.eval_prompt_draws = 3
     averaged = model.full_sort_predict(batch)
     assert torch.allclose(single[:, 1:], per_draw[0][:, 1:], atol=1e-5)
