@@ -276,6 +276,47 @@ CASES = [
         ["split", "empty"],
         "error",
     ),
+    # rows RecBole drops, fills or cannot use
+    (
+        "row_with_more_fields",
+        "atomic file",
+        lambda w: _dataset(w, "bad", _replace_line([HEADER] + _rows(), 6, "\t4\t", "\t4\tan extra\t")),
+        ["line 7", "fields", "separator"],
+        "error",
+    ),
+    (
+        "float_values_missing",
+        "atomic file",
+        lambda w: _dataset(
+            w, "bad", _replace_line(_replace_line([HEADER] + _rows(), 6, "\t4\t", "\t\t"), 8, "\t4\t", "\tnan\t")
+        ),
+        [],
+        "warn:are empty or NA",
+    ),
+    (
+        "item_rows_repeated",
+        "atomic file",
+        lambda w: _dataset(
+            w,
+            "bad",
+            [HEADER] + _rows(),
+            more={
+                "item": "item_id:token\ttitle:token_seq\n"
+                + "".join(f"i{i}\tthing {i}\n" for i in range(15))
+                + "i3\tother\n"
+            },
+            load="load_col: {inter: [user_id, item_id, rating, timestamp], item: [item_id, title]}\n",
+        ),
+        [],
+        "warn:have more than one row",
+    ),
+    (
+        "user_with_every_item",
+        "atomic file",
+        lambda w: _dataset(w, "bad", [HEADER] + _rows() + [f"u0\ti{i}\t4\t{5000 + i}" for i in range(15)]),
+        ["every one of its 15 items", "user_inter_num_interval"],
+        "error",
+    ),
     # atomic files as a whole: ids, columns, encodings, size, feature files
     ("ids_spelt_na", "atomic file", lambda w: _dataset(w, "na", _na_ids()), [], INTERS),
     (

@@ -159,6 +159,7 @@ def run(
 
     data = create_dataset(config)
     logger.info(data)
+    validation.check_samplable(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
     validation.check_data(config, data, train_data, valid_data, test_data)  # before any model is built
 

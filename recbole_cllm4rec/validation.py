@@ -711,6 +711,28 @@ def check_data(config, dataset, train_data=None, valid_data=None, test_data=None
             )
 
 
+def check_samplable(config, dataset):
+    """Before RecBole's samplers are built: a negative sampler draws items a user has not
+    interacted with, and RecBole's refuses a user who interacted with every item in a traceback
+    naming nobody."""
+    args = [config[f"{phase}_neg_sample_args"] or {} for phase in ("train", "valid", "test")]
+    if all(a.get("distribution", "none") == "none" for a in args) or not dataset.inter_num:
+        return
+    import numpy as np
+
+    inter = dataset.inter_feat
+    pairs = np.unique(np.stack([np.asarray(inter[dataset.uid_field]), np.asarray(inter[dataset.iid_field])]), axis=1)
+    seen = np.bincount(pairs[0], minlength=dataset.user_num)
+    full = np.flatnonzero(seen >= dataset.item_num - 1)  # id 0 is padding
+    if len(full):
+        names = ", ".join(str(dataset.id2token(dataset.uid_field, u)) for u in full[:3])
+        raise DatasetSplitError(
+            f"{len(full)} user(s) of dataset '{config['dataset']}' (e.g. {names}) interacted with every one "
+            f"of its {dataset.item_num - 1} items, so RecBole's negative sampler has no item to draw for "
+            f"them: remove them from {config['dataset']}.inter, or filter them out with user_inter_num_interval"
+        )
+
+
 # pandas.read_csv's default na_values: RecBole's reader takes them as missing values, not errors
 _PANDAS_NA = frozenset(
     [
@@ -773,8 +795,9 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), i
     """Header and rows of one atomic file, before RecBole's reader sees it. Raises
     AtomicFileError for an empty file, a byte its encoding cannot read, a header without
     ``name:type`` or with a name twice, an id field (``id_fields``) that is not a token, a file
-    with a header and no rows, and a non-numeric value in a float column; returns the rows with
-    missing columns as ``(count, first line number)``."""
+    with a header and no rows, a row with more fields than the header, and a non-numeric value in
+    a float column; warns (``logger``) of rows with missing columns and of empty or NA values in
+    float columns, which RecBole fills; returns the short rows as ``(count, first line number)``."""
     from recbole.utils.enum_type import FeatureType
 
     types = {t.value for t in FeatureType}
@@ -812,17 +835,28 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), i
             i for i, c in enumerate(columns) if c.split(":")[1] == "float" and c.split(":")[0] in float_fields
         ]
         short, first_short, rows = 0, None, 0
+        missing = dict.fromkeys(float_cols, (0, None))  # column -> (empty or NA values, first line)
         for number, line in enumerate(f, start=2):
             line = line.rstrip("\r\n")
             if not line:
                 continue
             rows += 1
             values = line.split(separator)
+            if len(values) > len(columns):  # pandas keeps the header's columns: values would be dropped or shifted
+                raise AtomicFileError(
+                    f"{name} line {number} has {len(values)} fields, its header {len(columns)}: atomic files "
+                    f"have no quoting, so a value must not contain the field separator "
+                    f"({'a tab' if separator == chr(9) else repr(separator)}); remove the extra one, or name "
+                    f"the extra column in the header"
+                )
             if len(values) < len(columns):
                 short += 1
                 first_short = first_short or number
             for i in float_cols:
-                if i < len(values) and values[i] not in _PANDAS_NA:
+                if i < len(values) and values[i] in _PANDAS_NA:
+                    count, first = missing[i]
+                    missing[i] = (count + 1, first or number)
+                elif i < len(values):
                     try:
                         float(values[i])
                     except ValueError:
@@ -838,6 +872,12 @@ def check_atomic_file(path, separator="\t", encoding="utf-8", float_fields=(), i
             f"({len(columns)}; first at line {first_short}): RecBole drops those without a user or "
             f"item id and fills their other missing values (float: the column mean, token: padding)"
         )
+    for i, (count, first) in missing.items():
+        if count and logger is not None:
+            logger.warning(
+                f"{name}: {count} of {rows} values of {columns[i]!r} are empty or NA (first at line "
+                f"{first}): RecBole fills them with the column's mean"
+            )
     return short, first_short
 
 
@@ -907,10 +947,31 @@ def _atomic_files_checked():
                     f"{os.path.basename(filepath)} has no column {', '.join(missing)} (loaded columns: "
                     f"{', '.join(wanted)}): check its header, USER_ID_FIELD / ITEM_ID_FIELD and load_col"
                 )
-        return load_feat(self, filepath, source)
+        feat = load_feat(self, filepath, source)
+        key = {FeatureSource.USER: self.uid_field, FeatureSource.ITEM: self.iid_field}.get(source)
+        if feat is not None and key in feat:
+            warn_duplicate_ids(feat, key, os.path.basename(filepath), getLogger())
+        return feat
 
     _load_feat._checked = True
     Dataset._load_feat = _load_feat
+
+
+def warn_duplicate_ids(feat, key, name, logger):
+    """A ``.user`` / ``.item`` file that lists an id on more than one row: RecBole keeps the first
+    row and drops the others without a word, so a second, different row is lost."""
+    repeated = feat[feat[key].duplicated(keep=False)]
+    if repeated.empty:
+        return
+    ids = repeated[key].unique()
+    dropped = len(repeated) - len(ids)
+    differ = len(repeated.astype(str).drop_duplicates()) - len(ids)
+    example = ", ".join(map(str, ids[:3]))
+    logger.warning(
+        f"{name}: {len(ids)} id(s) of {key} have more than one row (e.g. {example}): RecBole keeps the "
+        f"first row of each and drops the other {dropped}"
+        + (f", {differ} of which differ from it" if differ else " (identical copies)")
+    )
 
 
 def check_feat_ids(dataset):

@@ -4,7 +4,8 @@ there (a silent CPU run), nan/inf for a float key, and .item/.user files lacking
 .inter file (RecBole dropped those interactions). Then (7-10) inputs that failed only after
 training or as tracebacks: a split without a test set, an unwritable checkpoint_dir, out-of-range
 seeds, sizes and CLLM4Rec settings, missing files; atomic files with NA-spelt ids, a column twice,
-a float id, a Latin-1 byte, too few users; and messages that misled. Each case failed on the code
+a float id, a Latin-1 byte, too few users; messages that misled; and (11) rows RecBole
+drops, fills or cannot use (extra fields, missing floats, repeated .item ids, a user with every item). Each case failed on the code
 before the fix; none trains a model (config building, argument parsing, at most a tiny dataset
 loaded, the tiny backbone built)."""
 
@@ -469,3 +470,46 @@ def test_interval_strings_recbole_accepts_pass(tmp_path, monkeypatch):
     assert create_dataset(build_config("Pop", "iv", [str(mine)], settings)).inter_num == kept
     overrides = parse_overrides(["--user_inter_num_interval=[0,4]"])  # a list on the command line
     assert create_dataset(build_config("Pop", "iv", config_dict={**settings, **overrides})).inter_num == kept
+
+
+# ------------------------------------------------------------------ 11. rows RecBole changes or cannot use
+def test_cli_row_with_more_fields_than_the_header_is_an_error(tmp_path):
+    text = inter_text().splitlines()
+    text[5] += "\tan extra\tvalue"  # a tab inside a value: pandas kept the header's columns, silently
+    message = cli_error(tmp_path, "--model=Pop", *write_files(tmp_path, "bad", {"inter": "\n".join(text) + "\n"}))
+    assert message.startswith("error: bad.inter line 6 has 6 fields, its header 4:"), message
+    assert "must not contain the field separator (a tab)" in message, message
+
+
+def test_cli_user_who_interacted_with_every_item_is_refused_before_sampling(tmp_path):
+    rows = [(f"u{u}", f"i{(u * 7 + k) % 15}") for u in range(20) for k in range(6)]
+    rows += [("u0", f"i{i}") for i in range(15)]
+    message = cli_error(tmp_path, "--model=BPR", *write_files(tmp_path, "bad", {"inter": inter_text(rows)}))
+    assert message.startswith("error: 1 user(s) of dataset 'bad' (e.g. u0) interacted with every one of its 15 items")
+    assert "negative sampler has no item to draw" in message and "user_inter_num_interval" in message, message
+
+
+def test_values_recbole_fills_or_drops_are_counted_in_warnings(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    text = inter_text().splitlines()
+    text[6] = text[6].replace("\t4\t", "\t\t")
+    text[8] = text[8].replace("\t4\t", "\tnan\t")
+    items = "item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tthing {i}\n" for i in range(15))
+    items += "i3\tanother thing\ni4\tthing 4\n"  # one differing copy, one identical
+    write_files(tmp_path, "filled", {"inter": "\n".join(text) + "\n", "item": items})
+    with caplog.at_level("WARNING"):
+        dataset = _load(tmp_path, "filled", {"inter": INTER, "item": ["item_id", "title"]})
+    warnings = caplog.text
+    assert "filled.inter: 2 of 120 values of 'rating:float' are empty or NA (first at line 7)" in warnings
+    assert "filled.item: 2 id(s) of item_id have more than one row (e.g. i3, i4)" in warnings
+    assert "drops the other 2, 1 of which differ from it" in warnings
+    assert dataset.item_num == 16  # what RecBole does is unchanged: 15 items and padding
+
+
+def test_clean_files_load_without_those_warnings(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    items = "item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tthing {i}\n" for i in range(15))
+    write_files(tmp_path, "clean", {"inter": inter_text(), "item": items})
+    with caplog.at_level("WARNING"):
+        _load(tmp_path, "clean", {"inter": INTER, "item": ["item_id", "title"]})
+    assert "empty or NA" not in caplog.text and "more than one row" not in caplog.text
