@@ -97,6 +97,7 @@ def build_config(model, dataset="ml-100k", config_file_list=None, config_dict=No
             raise
         raise validation.ConfigValueError(f"RecBole rejected the configuration of {model}: {err}") from err
     validation.check_config(config)
+    coldstart.protocol_of(config)  # the cold-start keys agree with each other and with the split
     return config
 
 

@@ -674,9 +674,6 @@ def check_config(config):
     for key in FILE_KEYS:  # read only once training starts (pretraining, resuming)
         if config[key]:
             existing_file(key, config[key])
-    from recbole_cllm4rec.coldstart import protocol_of
-
-    protocol_of(config)  # the cold-start keys agree with each other and with the split
 
 
 def check_data(config, dataset, train_data=None, valid_data=None, test_data=None):

@@ -1,4 +1,5 @@
-"""The package's layers point one way: no module imports a module of a layer above its own."""
+"""The package's layers point one way: no module imports a module of a layer above its own, and
+no modules import each other in a circle (inside a layer either)."""
 
 import ast
 import os
@@ -53,3 +54,33 @@ def test_no_module_imports_a_higher_layer():
                 if layer_of(target) > layer_of(module):
                     upward.append(f"{module} -> {target}")
     assert not upward, "imports pointing up a layer:\n" + "\n".join(upward)
+
+
+def module_name(path):
+    return "recbole_cllm4rec." + os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+
+
+def test_no_import_cycle():
+    graph = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in (f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            graph[module_name(path)] = set(internal_imports(path))
+    known = set(graph)
+    # ``from recbole_cllm4rec.model.cllm4rec import X`` names a module; a name inside one maps to it
+    graph = {m: {t if t in known else t.rsplit(".", 1)[0] for t in targets} - {m} for m, targets in graph.items()}
+    cycles, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "modules importing each other in a circle:\n" + "\n".join(cycles)
