@@ -65,7 +65,7 @@ RANGES = {
     "learning_rate": (0, False, None, None),
     "weight_decay": (0, True, None, None),
     "stopping_step": (0, True, None, None),  # eval_step <= 0 is RecBole's "never validate"
-    "mask_ratio": (0, False, 1, True),
+    "mask_ratio": (0, False, 1, False),  # 1 would leave no visible item in a prompt
     "tau": (0, False, None, None),
     "n_negatives": (1, True, None, None),
     "n_layers": (0, True, None, None),
@@ -510,6 +510,14 @@ def check_values(model, settings, where="", evaluated=True):
             _check_eval_args(value, where)
         if key == "metrics":
             _check_metric_names(value, where)
+
+
+def check_model_config(model, config):
+    """The keys of ``model``'s own property file as a built Config holds them, by the same rules
+    as a user's settings: for models built without this package's runner (RecBole's
+    ``load_data_and_model``, a Config made by hand)."""
+    _, _, keys = _scan_yaml(os.path.join(_our_dirs()[0], "model", f"{model}.yaml"))
+    check_values(model, {key: config[key] for key in sorted(keys)}, where=f"{model}: ", evaluated=False)
 
 
 def _check_metric_names(metrics, where=""):

@@ -324,9 +324,14 @@ def test_cli_out_of_range_values_are_one_line_errors(tmp_path, case):
 def test_cllm4rec_setting_errors_at_model_build_are_user_errors():
     from recbole_cllm4rec.model.cllm4rec import CLLM4Rec
 
-    with pytest.raises(ConfigValueError, match="mask_ratio") as err:
-        CLLM4Rec._check_config({"mask_ratio": 1.0})
-    assert isinstance(err.value, recbole_cllm4rec.USER_ERRORS) and isinstance(err.value, ValueError)
+    defaults = validation.load_yaml_file(os.path.join(ROOT, "properties", "model", "CLLM4Rec.yaml"))
+    CLLM4Rec._check_config(defaults)  # a Config built without the runner: the yaml's own rules
+    for key, value in [("mask_ratio", 1.0), ("lora_targets", ["q_proj", 3]), ("readout", "first")]:
+        with pytest.raises(ConfigValueError, match=key) as err:
+            CLLM4Rec._check_config({**defaults, key: value})
+        assert isinstance(err.value, recbole_cllm4rec.USER_ERRORS) and isinstance(err.value, ValueError)
+    with pytest.raises(ConfigValueError, match="lora_targets, which is empty"):
+        CLLM4Rec._check_config({**defaults, "lora_rank": 4, "lora_targets": []})
 
 
 def test_boundary_values_pass():

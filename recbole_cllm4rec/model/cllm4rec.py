@@ -42,7 +42,7 @@ from recbole_cllm4rec.llm.backbone import (
     randomly_initialised,
 )
 from recbole_cllm4rec.model import cold_items
-from recbole_cllm4rec.validation import ConfigValueError
+from recbole_cllm4rec.validation import ConfigValueError, check_model_config
 
 # The authors sum the MR term over each process's batch of 20 documents while the LM loss is a
 # token mean; ``mr_weight`` keeps their units: MR = mr_weight * 20 * mean over documents.
@@ -165,39 +165,9 @@ class CLLM4Rec(GeneralRecommender):
     # ---- set-up --------------------------------------------------------------------------
     @staticmethod
     def _check_config(config):
-        checks = {
-            "mask_ratio": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
-            "mr_weight": lambda v: isinstance(v, (int, float)) and v >= 0,
-            "finetune_target": lambda v: v in ("masked", "all"),
-            "masked_target_weight": lambda v: isinstance(v, (int, float)) and v > 0,
-            "autocast": lambda v: v in ("auto", "bf16", "fp32"),
-            "max_doc_items": lambda v: isinstance(v, int) and v > 0,
-            "eval_max_doc_items": lambda v: isinstance(v, int) and v > 0,
-            "max_text_tokens": lambda v: isinstance(v, int) and v > 0,
-            "llm_batch_size": lambda v: isinstance(v, int) and v > 0,
-            "eval_prompt_draws": lambda v: isinstance(v, int) and v > 0,
-            "readout_layers": lambda v: isinstance(v, int) and v >= 0,
-            "readout": lambda v: v in ("last", "mean"),
-            "llm_weights": lambda v: v in ("pretrained", "random"),
-            "id_input_scale": lambda v: isinstance(v, (int, float)) and v > 0,
-            "scaled_item_logits": lambda v: isinstance(v, bool),
-            "item_bias": lambda v: isinstance(v, bool),
-            "train_rec_user_rows": lambda v: isinstance(v, bool),
-            "lora_rank": lambda v: isinstance(v, int) and v >= 0,
-            "lora_alpha": lambda v: isinstance(v, (int, float)) and v > 0,
-            "lora_targets": lambda v: (
-                isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v)
-            ),
-            "lora_learning_rate": lambda v: isinstance(v, (int, float)) and v > 0,
-            "cold_item_rows": lambda v: v in ("trained", "content", "content_map", "text_map"),
-            "content_init": lambda v: v in ("random", "text"),
-        }
-        for key, ok in checks.items():
-            if not ok(config[key]):
-                raise ConfigValueError(
-                    f"CLLM4Rec config '{key}: {config[key]}' is invalid; see "
-                    f"properties/model/CLLM4Rec.yaml for its meaning and range"
-                )
+        check_model_config("CLLM4Rec", config)
+        if config["lora_rank"] and not config["lora_targets"]:
+            raise ConfigValueError(f"lora_rank: {config['lora_rank']} adapts lora_targets, which is empty: name them")
         if (
             config["cold_item_rows"] in ("content", "content_map")
             and not config["use_content"]
