@@ -4,6 +4,7 @@ one ``run_recbole.py`` invocation writing its own table, then one report over ev
     python benchmarks/llm_contribution.py run --protocols sparse,cold-item --seeds 2020 --dry-run
     python benchmarks/llm_contribution.py run --groups "baselines,CLLM4Rec,CLLM4Rec random weights"
     python benchmarks/llm_contribution.py report
+    python benchmarks/llm_contribution.py rare-share     # where an item's text can matter at all
 
 Cells go to results/llm-contribution/<protocol>/<group slug>-seed<S>.md; a cell whose table has a
 row for every model it trains is skipped (``--force`` reruns it), so ``run`` resumes after a kill.
@@ -296,6 +297,33 @@ def report(args):
         draw(plot, args.plot)
 
 
+def rare_share(args):
+    """How much of each protocol's test rests on items with few training interactions: where an
+    item's text can matter at all (RecBole's split of the given seed, no model trained)."""
+    import numpy as np
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    sys.path.insert(0, ROOT)
+    from recbole_cllm4rec.quick_start import build_config
+
+    cuts = [0, 5, 10, 20]
+    out = table(
+        "protocol | " + " | ".join(f"test interactions on items with <= {k}" for k in cuts) + " | items with <= 5"
+    )
+    for protocol, files in PROTOCOLS.items():
+        config = build_config("Pop", "ml-100k", files, {"seed": args.seed, "state": "ERROR", "show_progress": False})
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        train, _, test = data_preparation(config, dataset)
+        field = dataset.iid_field
+        counts = np.bincount(train._dataset.inter_feat[field].numpy(), minlength=dataset.item_num)
+        tested = counts[test._dataset.inter_feat[field].numpy()]
+        shares = [f"{np.mean(tested <= k):.1%}" for k in cuts]
+        out.append(row(protocol, *shares, f"{np.mean(counts[1:] <= 5):.1%}"))
+    print("\n".join([f"Seed {args.seed}; counts are training interactions per item.", "", *out]))
+
+
 def draw(plot, path):
     try:
         import matplotlib
@@ -334,11 +362,10 @@ def main():
     p = sub.add_parser("report", help="aggregate every cell present")
     p.add_argument("--output", default="results/cllm4rec-llm-contribution-tables.md")
     p.add_argument("--plot", default="results/cllm4rec-llm-contribution.png")
+    p = sub.add_parser("rare-share", help="share of each protocol's test on items with few training interactions")
+    p.add_argument("--seed", type=int, default=SEEDS[0])
     args = parser.parse_args()
-    if args.command == "run":
-        run(args)
-    else:
-        report(args)
+    {"run": run, "report": report, "rare-share": rare_share}[args.command](args)
 
 
 if __name__ == "__main__":
