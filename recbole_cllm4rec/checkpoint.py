@@ -402,6 +402,11 @@ def init_run_logger(config):
 
 
 # ---- the trainer side -------------------------------------------------------------------------
+# sha256 of RecBole 1.2.1's ``Trainer.fit`` source (recbole/trainer/trainer.py), which
+# ``CheckpointMixin.fit`` copies with edits; a RecBole that changes it changes this hash
+RECBOLE_FIT_SHA256 = "ed8a1685857e0b910dd4cf66b06fa1d831d656cd99f4ff80d992557654382fe7"
+
+
 class CheckpointMixin:
     """RecBole's ``Trainer`` checkpointing made safe (see the module docstring). Put it before
     a RecBole trainer class: ``class T(CheckpointMixin, Trainer)``."""
@@ -528,7 +533,8 @@ class CheckpointMixin:
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole 1.2.1's ``Trainer.fit`` with a last-state checkpoint after every epoch, and a
-        validation after the last epoch too."""
+        validation after the last epoch too. A copy: ``RECBOLE_FIT_SHA256`` pins the source it
+        was copied from, and a test fails when an installed RecBole's differs."""
         from recbole.utils import dict2str, early_stopping, set_color
 
         if saved and self.start_epoch >= self.epochs and self.resumed_from is None:

@@ -377,3 +377,20 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
         os.utime(path, (0, 0))
     remove_stale_temporaries(str(tmp_path))
     assert not dead.exists() and alive.exists()
+
+
+def test_the_copied_fit_still_matches_recboles_trainer_fit():
+    import ast
+
+    import recbole.trainer.trainer as recbole_trainer
+
+    from recbole_cllm4rec.checkpoint import RECBOLE_FIT_SHA256
+
+    source = open(recbole_trainer.__file__, encoding="utf-8").read()
+    trainer = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    fit = next(f for f in trainer.body if isinstance(f, ast.FunctionDef) and f.name == "fit")
+    digest = hashlib.sha256(ast.get_source_segment(source, fit).encode()).hexdigest()
+    assert digest == RECBOLE_FIT_SHA256, (
+        "RecBole's Trainer.fit is not the one CheckpointMixin.fit was copied from: carry its changes "
+        "into the copy, then update RECBOLE_FIT_SHA256"
+    )
