@@ -2,6 +2,7 @@
 several on the same dataset and split and writes one side-by-side table."""
 
 import datetime
+import glob
 import json
 import logging
 import multiprocessing
@@ -246,10 +247,19 @@ def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc
     except KeyboardInterrupt as err:  # stop the ranks here: exiting would wait for them to finish
         for process in context.processes:
             _stop_process(process, 0)
-        message = (
-            f"{model}'s {nproc} ranks stopped; a finished epoch left {config['checkpoint_dir']}/{model}-<stamp>"
-            f"-last.pth: go on with --resume_file=<that file>"
-        )
+        # rank 0 wrote this run's files; the ranks are gone, so the newest last-state file is its
+        pattern = os.path.join(config["checkpoint_dir"], f"{config['model']}-*-last.pth")
+        written = sorted((f for f in glob.glob(pattern) if os.path.getmtime(f) >= start), key=os.path.getmtime)
+        if written:
+            last = written[-1]
+            settings = {k: v for k, v in (config_dict or {}).items() if k != "resume_file"}
+            settings |= {"nproc": nproc} if nproc > 1 else {}
+            resume = command_line([model], dataset, config_file_list, {**settings, "resume_file": last})
+            message = f"{model}'s {nproc} ranks stopped; saved {last} (last finished epoch); go on with: {resume}"
+        else:
+            message = (
+                f"{model}'s {nproc} ranks stopped before a last-state checkpoint was saved; nothing to resume from"
+            )
         raise Interrupted(message, getattr(err, "signum", signal.SIGINT)) from None
     if queue.empty():
         return None  # this machine holds no rank 0

@@ -287,3 +287,23 @@ def test_a_signal_to_the_worker_alone_fails_its_row_and_the_comparison_goes_on(w
     rows = table_rows(results_file)
     assert "failed: interrupted: BPR stopped; saved " in rows["BPR"] and f"--resume_file={last}" in rows["BPR"]
     assert rows["Pop"].startswith("| Pop | 0.")
+
+
+@linux_only
+def test_ctrl_c_in_a_multi_process_run_is_one_line_and_leaves_no_rank(workdir):
+    proc = start_cli(workdir, "BPR", "--nproc=2")
+    try:
+        last, rank0 = wait_for_training(workdir, proc, timeout=240)
+        ranks = [
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        ]
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the parent and both ranks
+        _, err = proc.communicate(timeout=120)
+        assert all(gone(pid) for pid in ranks + [rank0])
+    finally:
+        stop(proc)
+    assert proc.returncode == 130, err
+    line = interrupted_lines(err)
+    assert line.startswith(f"interrupted: BPR's 2 ranks stopped; saved {last} (last finished epoch)"), line
+    assert line.endswith(f"--nproc=2 --resume_file={last}") and "python run_recbole.py --model=BPR" in line, line
