@@ -528,11 +528,14 @@ def gone(pid, timeout=30):
     return False
 
 
-def _signalled(work, models, sig):
-    """``sig`` to a CLI run of ``models`` (a comparison trains in a worker) once a BPR epoch has
-    finished: one ``interrupted:`` line with a --resume_file hint, exit 128 + sig, no worker left."""
-    name = f"{signal.Signals(sig).name} to a running {models} {'comparison' if ',' in models else 'training'} (CLI)"
+def _signalled(work, models, sig, *more):
+    """``sig`` to a CLI run of ``models`` (a comparison trains in a worker, ``--nproc=2`` in two
+    ranks) once a BPR epoch has finished: one ``interrupted:`` line with a --resume_file hint,
+    exit 128 + sig, no worker left."""
+    name = f"{signal.Signals(sig).name} to a running {models} {'comparison' if ',' in models else 'training'}"
+    name += f" ({' '.join(['CLI', *more])})"
     extra = [f"--results_file={os.path.join(work, 'r.md')}"] if "," in models else []
+    extra += list(more)
     proc = _start(work, [f"--model={models}", *LONG_BPR, *extra])
     try:
         deadline = time.time() + 150
@@ -570,6 +573,10 @@ def scenario_cli_sigterm_comparison(work):
     return _signalled(work, "BPR,Pop", signal.SIGTERM)
 
 
+def scenario_cli_ctrl_c_two_ranks(work):
+    return _signalled(work, "BPR", signal.SIGINT, "--nproc=2")
+
+
 def scenario_cli_shared_results_file(work):
     """Two comparisons started together with one --results_file: the table keeps all four rows."""
     name = "two CLI comparisons at once, one --results_file"
@@ -593,7 +600,12 @@ def scenario_cli_shared_results_file(work):
     return name, f"failed: rows lost: {', '.join(lost)}" if lost else "ok: all 4 rows kept"
 
 
-CLI_SCENARIOS = [scenario_cli_ctrl_c, scenario_cli_sigterm_comparison, scenario_cli_shared_results_file]
+CLI_SCENARIOS = [
+    scenario_cli_ctrl_c,
+    scenario_cli_sigterm_comparison,
+    scenario_cli_ctrl_c_two_ranks,
+    scenario_cli_shared_results_file,
+]
 
 
 def run_faults():
