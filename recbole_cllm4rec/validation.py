@@ -65,7 +65,7 @@ RANGES = {
     "learning_rate": (0, False, None, None),
     "weight_decay": (0, True, None, None),
     "stopping_step": (0, True, None, None),  # eval_step <= 0 is RecBole's "never validate"
-    "mask_ratio": (0, False, 1, False),  # 1 would leave no visible item in a prompt
+    "mask_ratio": (0, False, 1, True),
     "tau": (0, False, None, None),
     "n_negatives": (1, True, None, None),
     "n_layers": (0, True, None, None),

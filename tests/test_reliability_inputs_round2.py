@@ -326,7 +326,7 @@ def test_cllm4rec_setting_errors_at_model_build_are_user_errors():
 
     defaults = validation.load_yaml_file(os.path.join(ROOT, "properties", "model", "CLLM4Rec.yaml"))
     CLLM4Rec._check_config(defaults)  # a Config built without the runner: the yaml's own rules
-    for key, value in [("mask_ratio", 1.0), ("lora_targets", ["q_proj", 3]), ("readout", "first")]:
+    for key, value in [("mask_ratio", 1.5), ("lora_targets", "q_proj"), ("readout", "first")]:
         with pytest.raises(ConfigValueError, match=key) as err:
             CLLM4Rec._check_config({**defaults, key: value})
         assert isinstance(err.value, recbole_cllm4rec.USER_ERRORS) and isinstance(err.value, ValueError)
