@@ -252,9 +252,8 @@ def _run_distributed(model, dataset, config_file_list, config_dict, saved, nproc
         written = sorted((f for f in glob.glob(pattern) if os.path.getmtime(f) >= start), key=os.path.getmtime)
         if written:
             last = written[-1]
-            settings = {k: v for k, v in (config_dict or {}).items() if k != "resume_file"}
-            settings |= {"nproc": nproc} if nproc > 1 else {}
-            resume = command_line([model], dataset, config_file_list, {**settings, "resume_file": last})
+            ranks = {"nproc": nproc} if nproc > 1 else {}
+            resume = _resume_command(model, dataset, config_file_list, {**(config_dict or {}), **ranks}, last)
             message = f"{model}'s {nproc} ranks stopped; saved {last} (last finished epoch); go on with: {resume}"
         else:
             message = (
@@ -329,14 +328,19 @@ def _die_with_parent(parent_pid):
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
+def _resume_command(model, dataset, config_file_list, config_dict, last):
+    """The command line that goes on from the last-state file ``last``."""
+    settings = {k: v for k, v in (config_dict or {}).items() if k != "resume_file"}
+    return command_line([model], dataset, config_file_list, {**settings, "resume_file": last})
+
+
 def _stopped_run(err, model, dataset, config_file_list, config_dict, trainer):
     """``Interrupted`` for a run stopped in training or testing, naming its saved files and the
     command that goes on from the last one."""
     best = trainer.saved_model_file if os.path.isfile(getattr(trainer, "saved_model_file", "") or "") else None
     last = getattr(trainer, "last_model_file", None)
     if last and os.path.isfile(last):
-        settings = {k: v for k, v in (config_dict or {}).items() if k != "resume_file"}
-        resume = command_line([model], dataset, config_file_list, {**settings, "resume_file": last})
+        resume = _resume_command(model, dataset, config_file_list, config_dict, last)
         saved = f"{best} (best on validation) and {last}" if best else last
         message = f"{model} stopped; saved {saved} (last finished epoch); go on with: {resume}"
     else:
